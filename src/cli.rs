@@ -1,0 +1,235 @@
+//! The `callsign` command line: `serve` (the default), `migrate`, and `tenant …`.
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::bootstrap;
+use crate::config::Settings;
+use crate::domain::{Hostname, KeySlot, TenantName, Timestamp};
+use crate::service::tenants::{NewTenant, connection_string, create_tenant, open_access_key};
+use crate::startup::Application;
+use crate::store::TenantRecord;
+
+/// A self-hosted, multi-tenant communication identity and access-token server, wire-compatible
+/// with the Identity API of Azure Communication Services.
+#[derive(Debug, Parser)]
+#[command(name = "callsign", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API over HTTPS (and plain HTTP); the default command.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Create, list and show tenants, directly in the database. A running server picks the
+    /// change up within a second.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant that serves the given host names, and print its keys once.
+    Create {
+        /// A unique name (letters, digits, '-', '_', '.').
+        #[arg(long)]
+        name: String,
+        /// A host name the tenant claims (repeatable); the first names its endpoint.
+        #[arg(long = "hostname", required = true)]
+        hostnames: Vec<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one tenant, by name or id.
+    Show {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+        /// Also print both access keys and the connection string.
+        #[arg(long)]
+        show_keys: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            Application::build(&settings)
+                .await?
+                .run_until_stopped()
+                .await
+        }
+        Command::Migrate => {
+            bootstrap::open(&settings).await?;
+            println!("migrations are up to date");
+            Ok(())
+        }
+        Command::Tenant { command } => tenant(&settings, command).await,
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TenantJson {
+    tenant_id: String,
+    name: String,
+    is_default: bool,
+    hostnames: Vec<String>,
+    endpoint: String,
+    created_at: String,
+    signing_key: Option<SigningKeyJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    primary_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secondary_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection_string: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SigningKeyJson {
+    kid: String,
+    algorithm: String,
+}
+
+fn describe(settings: &Settings, record: &TenantRecord) -> TenantJson {
+    let signing_key = record
+        .signing_keys
+        .iter()
+        .rev()
+        .find(|k| k.retired_at.is_none());
+    TenantJson {
+        tenant_id: record.id.to_string(),
+        name: record.name.clone(),
+        is_default: record.is_default,
+        hostnames: record.hostnames.clone(),
+        endpoint: bootstrap::endpoints(settings).endpoint(&record.hostnames),
+        created_at: record.created_at.to_rfc3339(),
+        signing_key: signing_key.map(|k| SigningKeyJson {
+            kid: k.kid.clone(),
+            algorithm: k.algorithm.clone(),
+        }),
+        primary_key: None,
+        secondary_key: None,
+        connection_string: None,
+    }
+}
+
+fn print_tenant(t: &TenantJson) {
+    println!("tenant      {} ({})", t.name, t.tenant_id);
+    let hosts = if t.is_default {
+        "(default: every host no other tenant claims)".to_owned()
+    } else {
+        t.hostnames.join(", ")
+    };
+    println!("host names  {hosts}");
+    println!("endpoint    {}", t.endpoint);
+    if let Some(k) = &t.signing_key {
+        println!("signing key {} ({})", k.kid, k.algorithm);
+    }
+    if let (Some(p), Some(s), Some(c)) = (&t.primary_key, &t.secondary_key, &t.connection_string) {
+        println!("primary     {p}");
+        println!("secondary   {s}");
+        println!("connection  {c}");
+    }
+}
+
+async fn tenant(settings: &Settings, command: TenantCommand) -> anyhow::Result<()> {
+    let (repo, master_key) = bootstrap::open(settings).await?;
+    let result = match command {
+        TenantCommand::Create {
+            name,
+            hostnames,
+            json,
+        } => {
+            let spec = NewTenant {
+                name: TenantName::parse(&name)?,
+                hostnames: hostnames
+                    .iter()
+                    .map(|h| Hostname::parse(h))
+                    .collect::<Result<_, _>>()?,
+                is_default: false,
+                algorithm: settings.signing_algorithm,
+            };
+            let created = create_tenant(repo.as_ref(), &master_key, spec, Timestamp::now())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut out = describe(settings, &created.record);
+            out.connection_string = Some(connection_string(&out.endpoint, &created.primary_key));
+            out.primary_key = Some(created.primary_key.to_base64());
+            out.secondary_key = Some(created.secondary_key.to_base64());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print_tenant(&out);
+                println!("The keys are shown only now; store them safely.");
+            }
+            Ok(())
+        }
+        TenantCommand::List { json } => {
+            let tenants: Vec<TenantJson> = repo
+                .load_tenants()
+                .await?
+                .iter()
+                .map(|t| describe(settings, t))
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tenants)?);
+            } else {
+                for t in &tenants {
+                    let hosts = if t.is_default {
+                        "(default)".to_owned()
+                    } else {
+                        t.hostnames.join(",")
+                    };
+                    println!("{}  {:<20}  {}", t.tenant_id, t.name, hosts);
+                }
+            }
+            Ok(())
+        }
+        TenantCommand::Show {
+            tenant,
+            json,
+            show_keys,
+        } => {
+            let records = repo.load_tenants().await?;
+            let record = records
+                .iter()
+                .find(|t| t.name == tenant || t.id.to_string() == tenant)
+                .ok_or_else(|| anyhow::anyhow!("no tenant named or with id '{tenant}'"))?;
+            let mut out = describe(settings, record);
+            if show_keys {
+                let primary = open_access_key(record, KeySlot::Primary, &master_key)?;
+                let secondary = open_access_key(record, KeySlot::Secondary, &master_key)?;
+                out.connection_string = Some(connection_string(&out.endpoint, &primary));
+                out.primary_key = Some(primary.to_base64());
+                out.secondary_key = Some(secondary.to_base64());
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print_tenant(&out);
+            }
+            Ok(())
+        }
+    };
+    repo.close().await;
+    result
+}

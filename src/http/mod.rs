@@ -1,0 +1,60 @@
+//! HTTP: routes, extractors, and the mapping of errors to the ACS error shape. Handlers parse
+//! into domain types, call one service function, and shape the response; they never see SQL.
+
+mod api_version;
+mod auth;
+mod error;
+mod health;
+mod identities;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+
+use crate::service::directory::TenantDirectory;
+use crate::service::identities::IdentityService;
+use crate::store::Repository;
+
+pub use error::ApiError;
+
+/// Bounds on what a request may cost.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body accepted; ACS bodies are a few hundred bytes.
+    pub max_body_bytes: usize,
+    /// How far `x-ms-date` may be from the server's clock.
+    pub clock_skew: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            clock_skew: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// What every handler can reach.
+pub struct AppState {
+    pub directory: Arc<TenantDirectory>,
+    pub identities: IdentityService,
+    pub repo: Arc<dyn Repository>,
+    pub limits: Limits,
+}
+
+/// Registers every route.
+pub fn configure(config: &mut web::ServiceConfig) {
+    identities::configure(config);
+    health::configure(config);
+    config.default_service(web::to(|| async {
+        Err::<actix_web::HttpResponse, _>(ApiError::not_found("No such route."))
+    }));
+}
+
+/// Turns actix's own query, path and JSON errors into ACS-shaped 400s.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .error_handler(|error, _| ApiError::validation(error.to_string()).into())
+}

@@ -1,0 +1,146 @@
+//! Creating tenants and reading their secrets back, for the server's first start and the CLI.
+
+use crate::crypto::master_key::MasterKey;
+use crate::crypto::signing::{SigningAlgorithm, SigningKeyMaterial};
+use crate::domain::{AccessKey, Hostname, KeySlot, TenantId, TenantName, Timestamp};
+use crate::store::{AccessKeyRecord, Repository, SigningKeyRecord, TenantRecord};
+
+use super::ServiceResult;
+
+/// The name of the tenant a server creates on first start.
+pub const DEFAULT_TENANT_NAME: &str = "default";
+
+pub struct NewTenant {
+    pub name: TenantName,
+    pub hostnames: Vec<Hostname>,
+    pub is_default: bool,
+    pub algorithm: SigningAlgorithm,
+}
+
+/// A tenant just created, with the only copy of its access keys that leaves the server.
+pub struct CreatedTenant {
+    pub record: TenantRecord,
+    pub primary_key: AccessKey,
+    pub secondary_key: AccessKey,
+}
+
+pub fn access_key_context(tenant: TenantId, slot: KeySlot) -> String {
+    format!("access-key:{tenant}:{}", slot.as_str())
+}
+
+pub fn signing_key_context(tenant: TenantId, kid: &str) -> String {
+    format!("signing-key:{tenant}:{kid}")
+}
+
+pub async fn create_tenant(
+    repo: &dyn Repository,
+    master_key: &MasterKey,
+    spec: NewTenant,
+    now: Timestamp,
+) -> ServiceResult<CreatedTenant> {
+    let mut hostnames: Vec<String> = Vec::with_capacity(spec.hostnames.len());
+    for hostname in spec.hostnames {
+        if hostnames.iter().any(|h| h == hostname.as_str()) {
+            return Err(super::ServiceError::Validation(format!(
+                "host name '{hostname}' is listed twice"
+            )));
+        }
+        hostnames.push(hostname.as_str().to_owned());
+    }
+    let id = TenantId::generate();
+    let primary_key = AccessKey::generate();
+    let secondary_key = AccessKey::generate();
+    let access_keys = [
+        (KeySlot::Primary, &primary_key),
+        (KeySlot::Secondary, &secondary_key),
+    ]
+    .into_iter()
+    .map(|(slot, key)| {
+        Ok(AccessKeyRecord {
+            slot,
+            sealed_key: master_key.seal(key.as_bytes(), &access_key_context(id, slot))?,
+            created_at: now,
+        })
+    })
+    .collect::<anyhow::Result<Vec<_>>>()?;
+    let signing_key = new_signing_key(id, spec.algorithm, master_key, now)?;
+    let record = TenantRecord {
+        id,
+        name: spec.name.as_str().to_owned(),
+        is_default: spec.is_default,
+        created_at: now,
+        hostnames,
+        access_keys,
+        signing_keys: vec![signing_key],
+    };
+    repo.insert_tenant(&record).await?;
+    Ok(CreatedTenant {
+        record,
+        primary_key,
+        secondary_key,
+    })
+}
+
+fn new_signing_key(
+    tenant: TenantId,
+    algorithm: SigningAlgorithm,
+    master_key: &MasterKey,
+    now: Timestamp,
+) -> anyhow::Result<SigningKeyRecord> {
+    let material = SigningKeyMaterial::generate(algorithm)?;
+    let kid = uuid::Uuid::now_v7().simple().to_string();
+    Ok(SigningKeyRecord {
+        sealed_private_key: master_key.seal(
+            material.private_pkcs8_pem.as_bytes(),
+            &signing_key_context(tenant, &kid),
+        )?,
+        kid,
+        algorithm: algorithm.as_str().to_owned(),
+        public_key_der: material.public_key_der,
+        created_at: now,
+        retired_at: None,
+    })
+}
+
+/// Unseals a tenant's access key in `slot`.
+pub fn open_access_key(
+    tenant: &TenantRecord,
+    slot: KeySlot,
+    master_key: &MasterKey,
+) -> anyhow::Result<AccessKey> {
+    let record = tenant
+        .access_keys
+        .iter()
+        .find(|k| k.slot == slot)
+        .ok_or_else(|| anyhow::anyhow!("tenant {} has no {} key", tenant.name, slot.as_str()))?;
+    let bytes = master_key.open(&record.sealed_key, &access_key_context(tenant.id, slot))?;
+    Ok(AccessKey::from_bytes(bytes.to_vec())?)
+}
+
+/// Unseals the key that signs a tenant's new tokens: the newest one not retired.
+pub fn open_current_signing_key(
+    tenant: &TenantRecord,
+    master_key: &MasterKey,
+) -> anyhow::Result<(String, SigningKeyMaterial)> {
+    let record = tenant
+        .signing_keys
+        .iter()
+        .rev()
+        .find(|k| k.retired_at.is_none())
+        .ok_or_else(|| anyhow::anyhow!("tenant {} has no active signing key", tenant.name))?;
+    let pem = master_key.open(
+        &record.sealed_private_key,
+        &signing_key_context(tenant.id, &record.kid),
+    )?;
+    let material = SigningKeyMaterial {
+        algorithm: record.algorithm.parse()?,
+        private_pkcs8_pem: zeroize::Zeroizing::new(String::from_utf8(pem.to_vec())?),
+        public_key_der: record.public_key_der.clone(),
+    };
+    Ok((record.kid.clone(), material))
+}
+
+/// `endpoint=https://host:port/;accesskey=…`, the form every ACS SDK takes.
+pub fn connection_string(endpoint: &str, key: &AccessKey) -> String {
+    format!("endpoint={endpoint};accesskey={}", key.to_base64())
+}

@@ -1,0 +1,153 @@
+//! Builds a running server from settings: database, master key, tenants, TLS, listeners and
+//! background tasks. Tests use the same path with port 0 and read the ports back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, middleware, web};
+use anyhow::Context;
+use tokio::task::JoinHandle;
+
+use crate::bootstrap;
+use crate::config::Settings;
+use crate::http::{self, AppState, Limits};
+use crate::service::directory::TenantDirectory;
+use crate::service::identities::IdentityService;
+use crate::service::token_writer::TokenWriter;
+use crate::store::Repository;
+use crate::tls::{CertResolver, TlsSource, server_config};
+
+pub struct Application {
+    server: Server,
+    https_port: u16,
+    http_port: Option<u16>,
+    repo: Arc<dyn Repository>,
+    token_writer: JoinHandle<()>,
+    watcher: JoinHandle<()>,
+}
+
+impl Application {
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let (repo, master_key) = bootstrap::open(settings).await?;
+        bootstrap::ensure_default_tenant(settings, repo.as_ref(), &master_key).await?;
+        let directory = Arc::new(
+            TenantDirectory::load(repo.clone(), master_key, bootstrap::endpoints(settings)).await?,
+        );
+
+        let tls_source = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => TlsSource::Provided {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => TlsSource::Generated {
+                dir: settings.tls_dir(),
+                extra_names: settings.tls_extra_names.clone(),
+            },
+        };
+        let resolver = Arc::new(CertResolver::new(&tls_source, &directory.hostnames())?);
+
+        let (token_writer, token_writer_task) = TokenWriter::spawn(repo.clone());
+        let state = web::Data::new(AppState {
+            directory: directory.clone(),
+            identities: IdentityService::new(repo.clone(), token_writer),
+            repo: repo.clone(),
+            limits: Limits {
+                clock_skew: settings.clock_skew(),
+                ..Limits::default()
+            },
+        });
+
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms").exclude("/healthz"))
+                .configure(http::configure)
+        })
+        .shutdown_timeout(30)
+        .bind_rustls_0_23(settings.https_addr, server_config(resolver.clone())?)
+        .with_context(|| format!("listening on {}", settings.https_addr))?;
+        if let Some(addr) = settings.http_addr.0 {
+            server = server
+                .bind(addr)
+                .with_context(|| format!("listening on {addr}"))?;
+        }
+        let addrs = server.addrs();
+        let https_port = addrs.first().map(|a| a.port()).unwrap_or_default();
+        let http_port = settings.http_addr.0.and(addrs.get(1).map(|a| a.port()));
+        let server = server.run();
+
+        let watcher = tokio::spawn(watch_tenants(
+            directory,
+            resolver,
+            settings.refresh_interval(),
+        ));
+        tracing::info!(https_port, http_port, "callsign is listening");
+        Ok(Self {
+            server,
+            https_port,
+            http_port,
+            repo,
+            token_writer: token_writer_task,
+            watcher,
+        })
+    }
+
+    pub fn https_port(&self) -> u16 {
+        self.https_port
+    }
+
+    pub fn http_port(&self) -> Option<u16> {
+        self.http_port
+    }
+
+    /// Stops the server gracefully when called (tests); SIGTERM and SIGINT do the same.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped, then lets in-flight requests finish, flushes queued token
+    /// records and closes the database.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let result = self.server.await;
+        self.watcher.abort();
+        // The workers that held the token writer are gone; the writer drains and ends.
+        if tokio::time::timeout(Duration::from_secs(30), self.token_writer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("pending token records were not flushed within 30 s");
+        }
+        self.repo.close().await;
+        tracing::info!("callsign stopped");
+        Ok(result?)
+    }
+}
+
+/// Polls the change epoch and swaps in fresh tenants (and a certificate naming their hosts).
+async fn watch_tenants(
+    directory: Arc<TenantDirectory>,
+    resolver: Arc<CertResolver>,
+    every: Duration,
+) {
+    let mut hostnames = directory.hostnames();
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match directory.refresh_if_changed().await {
+            Ok(false) => {}
+            Ok(true) => {
+                let current = directory.hostnames();
+                if current != hostnames {
+                    if let Err(error) = resolver.update_hostnames(&current) {
+                        tracing::error!(error = %format!("{error:#}"), "could not re-issue the TLS certificate");
+                    }
+                    hostnames = current;
+                }
+                tracing::info!(tenants = directory.tenants().len(), "tenants reloaded");
+            }
+            Err(error) => tracing::warn!(error = %format!("{error:#}"), "tenant refresh failed"),
+        }
+    }
+}

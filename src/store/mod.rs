@@ -1,0 +1,155 @@
+//! The repository: everything callsign keeps in SQL, behind one trait with one implementation
+//! per dialect (SQLite, PostgreSQL). sqlx is the only driver.
+//!
+//! Methods are units of work named for what they do to the data; each runs in its own
+//! transaction. `sqlx::Error` never leaves this module: callers see [`StoreError`].
+//! Every query that touches tenant data names the tenant.
+
+// `shared` defines the macro the dialect modules expand, so it comes first.
+#[macro_use]
+mod shared;
+mod migrate;
+mod postgres;
+mod records;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::{IdentityId, Timestamp};
+
+pub use records::{
+    AccessKeyRecord, IdentityRecord, InsertIdentityOutcome, NewIdentity, SigningKeyRecord,
+    TenantRecord, TokenRecord,
+};
+
+/// Which SQL dialect a store speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// What can go wrong in the repository, named by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule refused the write (a tenant name or host name already claimed).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database could not be reached or timed out; retrying later may work.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.message().to_owned())
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(error),
+            _ => StoreError::Other(anyhow::Error::new(error).context("database error")),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The repository interface both dialects implement and the same test suite runs against.
+#[async_trait]
+pub trait Repository: Send + Sync + 'static {
+    fn dialect(&self) -> Dialect;
+
+    /// One cheap round trip, for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Closes the pool after in-flight work finishes.
+    async fn close(&self);
+
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
+
+    /// Records `value` under `key` unless a value is there already; returns the stored value.
+    async fn put_meta_if_absent(&self, key: &str, value: &str) -> StoreResult<String>;
+
+    /// The counter bumped by every change to tenants and their keys.
+    async fn change_epoch(&self) -> StoreResult<i64>;
+
+    /// Creates a tenant with its host names, access keys and first signing key, in one
+    /// transaction. A taken name or host name is a [`StoreError::Conflict`].
+    async fn insert_tenant(&self, tenant: &TenantRecord) -> StoreResult<()>;
+
+    /// Every tenant with its host names and sealed keys.
+    async fn load_tenants(&self) -> StoreResult<Vec<TenantRecord>>;
+
+    /// Inserts an identity, and the record of a token issued with it, in one transaction.
+    /// When the identity's external id is taken in its tenant, nothing is written and the
+    /// existing identity is returned.
+    async fn insert_identity(
+        &self,
+        identity: &NewIdentity,
+        token: Option<&TokenRecord>,
+    ) -> StoreResult<InsertIdentityOutcome>;
+
+    /// A live (not deleted) identity.
+    async fn find_identity(&self, id: IdentityId) -> StoreResult<Option<IdentityRecord>>;
+
+    /// Turns a live identity into a tombstone: personal data removed, every token revoked.
+    /// Returns false when there was no live identity.
+    async fn delete_identity(&self, id: IdentityId, at: Timestamp) -> StoreResult<bool>;
+
+    /// Moves a live identity's revocation watermark to `at`. Returns false when there was no
+    /// live identity.
+    async fn revoke_tokens(&self, id: IdentityId, at: Timestamp) -> StoreResult<bool>;
+
+    /// Records many issued tokens in one transaction (the group-commit path). For each record,
+    /// in order, says whether it was written: a record whose identity is missing or deleted
+    /// is not, and the others are unaffected.
+    async fn insert_token_records(&self, records: &[TokenRecord]) -> StoreResult<Vec<bool>>;
+}
+
+/// Connects to `database_url` (`sqlite://…` or `postgres://…`), applies pending migrations,
+/// and returns the store.
+pub async fn open(database_url: &str) -> anyhow::Result<Arc<dyn Repository>> {
+    if database_url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(database_url).await?))
+    } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(database_url).await?))
+    } else {
+        anyhow::bail!(
+            "unsupported database URL scheme in {:?}: use sqlite://<path> or postgres://…",
+            redact_url(database_url)
+        )
+    }
+}
+
+/// The URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}
