@@ -90,7 +90,7 @@ pub async fn ensure_default_tenant(
             }
             // Another instance created it at the same moment.
             Err(ServiceError::Conflict(_)) => {}
-            Err(e) => return Err(anyhow::anyhow!("{e}")),
+            Err(e) => return Err(e.into()),
         }
     }
     let default = tenants.iter().find(|t| t.is_default);

@@ -168,9 +168,7 @@ async fn tenant(settings: &Settings, command: TenantCommand) -> anyhow::Result<(
                 is_default: false,
                 algorithm: settings.signing_algorithm,
             };
-            let created = create_tenant(repo.as_ref(), &master_key, spec, Timestamp::now())
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let created = create_tenant(repo.as_ref(), &master_key, spec, Timestamp::now()).await?;
             let mut out = describe(settings, &created.record);
             out.connection_string = Some(connection_string(&out.endpoint, &created.primary_key));
             out.primary_key = Some(created.primary_key.to_base64());

@@ -1,6 +1,7 @@
 //! Builds a running server from settings: database, master key, tenants, TLS, listeners and
 //! background tasks. Tests use the same path with port 0 and read the ports back.
 
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,19 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        // Bind first: with port 0 the real ports are known only now, and tenants' endpoints
+        // (and so the `iss` of their tokens) name the HTTPS port.
+        let https_listener = TcpListener::bind(settings.https_addr)
+            .with_context(|| format!("listening on {}", settings.https_addr))?;
+        let http_listener = settings
+            .http_addr
+            .0
+            .map(|addr| TcpListener::bind(addr).with_context(|| format!("listening on {addr}")))
+            .transpose()?;
+        let mut settings = settings.clone();
+        settings.https_addr = https_listener.local_addr()?;
+        let settings = &settings;
+
         let (repo, master_key) = bootstrap::open(settings).await?;
         bootstrap::ensure_default_tenant(settings, repo.as_ref(), &master_key).await?;
         let directory = Arc::new(
@@ -65,16 +79,13 @@ impl Application {
                 .configure(http::configure)
         })
         .shutdown_timeout(30)
-        .bind_rustls_0_23(settings.https_addr, server_config(resolver.clone())?)
-        .with_context(|| format!("listening on {}", settings.https_addr))?;
-        if let Some(addr) = settings.http_addr.0 {
-            server = server
-                .bind(addr)
-                .with_context(|| format!("listening on {addr}"))?;
+        .listen_rustls_0_23(https_listener, server_config(resolver.clone())?)?;
+        let https_port = settings.https_addr.port();
+        let mut http_port = None;
+        if let Some(listener) = http_listener {
+            http_port = Some(listener.local_addr()?.port());
+            server = server.listen(listener)?;
         }
-        let addrs = server.addrs();
-        let https_port = addrs.first().map(|a| a.port()).unwrap_or_default();
-        let http_port = settings.http_addr.0.and(addrs.get(1).map(|a| a.port()));
         let server = server.run();
 
         let watcher = tokio::spawn(watch_tenants(

@@ -56,12 +56,12 @@ macro_rules! impl_repository {
             ) -> $crate::store::StoreResult<()> {
                 // Named checks first, for a clear message; the unique constraints below still
                 // decide when two writers race.
-                let name_taken: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM tenants WHERE name = $1")
+                let name_taken: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM tenants WHERE name = $1")
                         .bind(&tenant.name)
-                        .fetch_optional(&self.pool)
+                        .fetch_one(&self.pool)
                         .await?;
-                if name_taken.is_some() {
+                if name_taken > 0 {
                     return Err($crate::store::StoreError::Conflict(format!(
                         "a tenant named '{}' already exists",
                         tenant.name

@@ -1,0 +1,85 @@
+//! Concurrent requests through the group-commit path.
+
+use std::collections::HashSet;
+
+use futures_util::future::join_all;
+use serde_json::json;
+
+use crate::helpers::{Backend, TestServer, jwt_parts};
+
+crate::both_backends!(
+    concurrent_token_issues_are_all_answered_and_all_recorded,
+    a_delete_racing_token_issues_leaves_no_answered_token_unrecorded,
+);
+
+async fn concurrent_token_issues_are_all_answered_and_all_recorded(backend: Backend) {
+    let server = TestServer::spawn(backend).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(server.default.new_identity().await);
+    }
+    let requests = (0..200).map(|i| {
+        let client = server.default.clone();
+        let id = ids[i % ids.len()].clone();
+        async move { client.issue_token(&id, json!({"scopes": ["chat"]})).await }
+    });
+    let replies = join_all(requests).await;
+    let mut jtis = HashSet::new();
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let (_, claims) = jwt_parts(reply.body["token"].as_str().expect("token"));
+        jtis.insert(claims["jti"].as_str().expect("jti").to_owned());
+    }
+    assert_eq!(jtis.len(), 200, "every token has its own jti");
+    assert_eq!(server.count("issued_tokens").await, 200);
+    assert_eq!(
+        server
+            .count("identities WHERE last_token_issued_at IS NOT NULL")
+            .await,
+        4
+    );
+}
+
+async fn a_delete_racing_token_issues_leaves_no_answered_token_unrecorded(backend: Backend) {
+    let server = TestServer::spawn(backend).await;
+    let id = server.default.new_identity().await;
+    let issues = (0..100).map(|_| {
+        let client = server.default.clone();
+        let id = id.clone();
+        async move {
+            client
+                .issue_token(&id, json!({"scopes": ["voip"]}))
+                .await
+                .status
+                .as_u16()
+        }
+    });
+    let delete = {
+        let client = server.default.clone();
+        let id = id.clone();
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            client.delete_identity(&id).await.status.as_u16()
+        }
+    };
+    let (statuses, deleted) = tokio::join!(join_all(issues), delete);
+    assert_eq!(deleted, 204);
+    let answered = statuses.iter().filter(|s| **s == 200).count() as i64;
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 404),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        server.count("issued_tokens").await,
+        answered,
+        "an answered token has no record, or the reverse"
+    );
+    assert_eq!(
+        server
+            .default
+            .issue_token(&id, json!({"scopes": ["voip"]}))
+            .await
+            .status,
+        404
+    );
+}
