@@ -151,6 +151,25 @@ fn print_tenant(t: &TenantJson) {
     }
 }
 
+/// A tenant claiming an IP address the HTTPS listener does not listen on cannot be reached
+/// (the usual surprise: 127.0.0.2 while the server listens on 127.0.0.1 only).
+fn warn_unreachable_ips(settings: &Settings, hostnames: &[String]) {
+    let listen = settings.https_addr.ip();
+    for host in hostnames {
+        if let Ok(ip) = host.parse::<std::net::IpAddr>()
+            && !listen.is_unspecified()
+            && ip != listen
+        {
+            eprintln!(
+                "note: the HTTPS listener is {}, so requests to {ip} will not reach it; \
+                 listen on all addresses with CALLSIGN_HTTPS_ADDR=0.0.0.0:{}",
+                settings.https_addr,
+                settings.https_addr.port()
+            );
+        }
+    }
+}
+
 async fn tenant(settings: &Settings, command: TenantCommand) -> anyhow::Result<()> {
     let (repo, master_key) = bootstrap::open(settings).await?;
     let result = match command {
@@ -179,6 +198,7 @@ async fn tenant(settings: &Settings, command: TenantCommand) -> anyhow::Result<(
                 print_tenant(&out);
                 println!("The keys are shown only now; store them safely.");
             }
+            warn_unreachable_ips(settings, &created.record.hostnames);
             Ok(())
         }
         TenantCommand::List { json } => {
