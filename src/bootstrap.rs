@@ -9,6 +9,7 @@ use crate::config::Settings;
 use crate::crypto::master_key::MasterKey;
 use crate::domain::{KeySlot, TenantName, Timestamp};
 use crate::service::ServiceError;
+use crate::service::audit::Caller;
 use crate::service::directory::Endpoints;
 use crate::service::tenants::{
     CreatedTenant, DEFAULT_TENANT_NAME, NewTenant, connection_string, create_tenant,
@@ -76,7 +77,7 @@ pub async fn ensure_default_tenant(
             is_default: true,
             algorithm: settings.signing_algorithm,
         };
-        match create_tenant(repo, master_key, spec, Timestamp::now()).await {
+        match create_tenant(repo, master_key, spec, &Caller::system(), Timestamp::now()).await {
             Ok(CreatedTenant { primary_key, .. }) => {
                 let endpoint = endpoints(settings).endpoint(&[]);
                 let connection = connection_string(&endpoint, &primary_key);

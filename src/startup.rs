@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 
 use crate::bootstrap;
 use crate::config::Settings;
+use crate::domain::Timestamp;
 use crate::http::{self, AppState, Limits};
+use crate::service::audit::{AuditService, FailureRecorder};
 use crate::service::directory::TenantDirectory;
 use crate::service::identities::IdentityService;
 use crate::service::token_writer::TokenWriter;
@@ -24,8 +26,10 @@ pub struct Application {
     https_port: u16,
     http_port: Option<u16>,
     repo: Arc<dyn Repository>,
-    token_writer: JoinHandle<()>,
-    watcher: JoinHandle<()>,
+    /// Writers that drain their queues when the server stops.
+    writers: Vec<JoinHandle<()>>,
+    /// Loops that are simply stopped.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Application {
@@ -45,6 +49,7 @@ impl Application {
 
         let (repo, master_key) = bootstrap::open(settings).await?;
         bootstrap::ensure_default_tenant(settings, repo.as_ref(), &master_key).await?;
+        let audit = AuditService::new(repo.clone(), &master_key)?;
         let directory = Arc::new(
             TenantDirectory::load(repo.clone(), master_key, bootstrap::endpoints(settings)).await?,
         );
@@ -62,9 +67,13 @@ impl Application {
         let resolver = Arc::new(CertResolver::new(&tls_source, &directory.hostnames())?);
 
         let (token_writer, token_writer_task) = TokenWriter::spawn(repo.clone());
+        let (failures, failures_task) = FailureRecorder::spawn(repo.clone());
+        let retention = tokio::spawn(apply_retention(audit.clone()));
         let state = web::Data::new(AppState {
             directory: directory.clone(),
             identities: IdentityService::new(repo.clone(), token_writer),
+            audit,
+            failures,
             repo: repo.clone(),
             limits: Limits {
                 clock_skew: settings.clock_skew(),
@@ -75,6 +84,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(middleware::from_fn(http::origin::attach))
                 .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms").exclude("/healthz"))
                 .configure(http::configure)
         })
@@ -99,8 +109,8 @@ impl Application {
             https_port,
             http_port,
             repo,
-            token_writer: token_writer_task,
-            watcher,
+            writers: vec![token_writer_task, failures_task],
+            background: vec![watcher, retention],
         })
     }
 
@@ -121,13 +131,16 @@ impl Application {
     /// records and closes the database.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let result = self.server.await;
-        self.watcher.abort();
-        // The workers that held the token writer are gone; the writer drains and ends.
-        if tokio::time::timeout(Duration::from_secs(30), self.token_writer)
+        for task in &self.background {
+            task.abort();
+        }
+        // The workers that held the writers' queues are gone; the writers drain and end.
+        let drained = futures_util::future::join_all(self.writers);
+        if tokio::time::timeout(Duration::from_secs(30), drained)
             .await
             .is_err()
         {
-            tracing::warn!("pending token records were not flushed within 30 s");
+            tracing::warn!("pending writes were not flushed within 30 s");
         }
         self.repo.close().await;
         tracing::info!("callsign stopped");
@@ -159,6 +172,19 @@ async fn watch_tenants(
                 tracing::info!(tenants = directory.tenants().len(), "tenants reloaded");
             }
             Err(error) => tracing::warn!(error = %format!("{error:#}"), "tenant refresh failed"),
+        }
+    }
+}
+
+/// Purges audit events past each tenant's retention, at start and then hourly.
+async fn apply_retention(audit: AuditService) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        ticker.tick().await;
+        match audit.apply_retention(Timestamp::now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "audit retention applied"),
+            Err(error) => tracing::warn!(error = %error, "audit retention failed"),
         }
     }
 }

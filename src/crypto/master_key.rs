@@ -15,6 +15,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -26,6 +27,8 @@ const NONCE_LEN: usize = 12;
 #[derive(Clone)]
 pub struct MasterKey {
     cipher: Aes256Gcm,
+    /// Keyed with the master key, to derive purpose-specific keys.
+    kdf: Hmac<Sha256>,
     id: String,
 }
 
@@ -50,7 +53,9 @@ impl MasterKey {
             .chain_update(bytes)
             .finalize();
         let id = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Self { cipher, id })
+        let kdf =
+            <Hmac<Sha256> as Mac>::new_from_slice(bytes).context("building the key derivation")?;
+        Ok(Self { cipher, kdf, id })
     }
 
     pub fn from_base64(text: &str) -> anyhow::Result<Self> {
@@ -88,6 +93,15 @@ impl MasterKey {
     /// wrong master key stops with a clear message instead of failing on every request.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// A 32-byte key for one purpose (`label`), the same on every instance that shares the
+    /// master key, and independent of the key for any other label.
+    pub fn derive(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        let mut mac = self.kdf.clone();
+        mac.update(b"callsign derived key\0");
+        mac.update(label.as_bytes());
+        Zeroizing::new(mac.finalize().into_bytes().into())
     }
 
     pub fn seal(&self, plaintext: &[u8], context: &str) -> anyhow::Result<Vec<u8>> {
@@ -156,6 +170,12 @@ mod tests {
         let other = MasterKey::from_bytes(&[8u8; 32]).expect("key");
         assert!(other.open(&sealed, "access-key:t:primary").is_err());
         assert_ne!(key.id(), other.id());
+        assert_ne!(*key.derive("a"), *key.derive("b"));
+        assert_ne!(*key.derive("a"), *other.derive("a"));
+        assert_eq!(
+            *key.derive("a"),
+            *MasterKey::from_bytes(&[7u8; 32]).expect("key").derive("a")
+        );
         assert!(key.open(&sealed[..5], "access-key:t:primary").is_err());
     }
 

@@ -6,6 +6,7 @@
 
 mod access_key;
 mod api_version;
+pub mod audit;
 mod expiry;
 mod external_id;
 mod identity_id;

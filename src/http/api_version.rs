@@ -8,6 +8,7 @@ use actix_web::{FromRequest, HttpRequest};
 use crate::domain::ApiVersion;
 
 use super::error::ApiError;
+use super::query::query_param;
 
 /// A supported `api-version`; a missing or unknown one is a 400.
 pub struct RequiredApiVersion(#[allow(dead_code)] pub ApiVersion);
@@ -29,36 +30,5 @@ impl FromRequest for RequiredApiVersion {
                     )
                 }),
         )
-    }
-}
-
-/// The first value of `name` in a query string, percent-decoded.
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then(|| {
-            percent_encoding::percent_decode_str(&value.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_params_are_found_and_decoded() {
-        assert_eq!(
-            query_param("a=1&api-version=2023-10-01", "api-version").as_deref(),
-            Some("2023-10-01")
-        );
-        assert_eq!(
-            query_param("api-version=2023%2D10%2D01", "api-version").as_deref(),
-            Some("2023-10-01")
-        );
-        assert_eq!(query_param("api-versions=x", "api-version"), None);
-        assert_eq!(query_param("", "api-version"), None);
     }
 }

@@ -22,7 +22,9 @@ use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Hostname, KeySlot};
+use crate::domain::audit::Actor;
+use crate::domain::{Hostname, KeySlot, Timestamp};
+use crate::service::audit::Caller;
 use crate::service::directory::Tenant;
 
 use super::AppState;
@@ -30,9 +32,11 @@ use super::error::ApiError;
 
 const SIGNED_HEADERS: &str = "x-ms-date;host;x-ms-content-sha256";
 
-/// A request whose tenant is known and whose HMAC signature verified, with its body.
+/// A request whose tenant is known and whose HMAC signature verified, with its body and who
+/// sent it (for the audit trail).
 pub struct Authenticated {
     pub tenant: Arc<Tenant>,
+    pub caller: Caller,
     pub body: Bytes,
 }
 
@@ -56,17 +60,26 @@ impl FromRequest for Authenticated {
                     ApiError::validation("The request's Host header is not a valid host name.")
                 })?)
                 .ok_or_else(|| ApiError::unauthenticated("No tenant serves this host name."))?;
+            let origin = super::origin::of(&req);
             let body = read_body(&req, &mut payload, state.limits.max_body_bytes).await?;
-            let key = verify(
-                &req,
-                &host,
-                &tenant,
-                &body,
-                state.limits.clock_skew,
-                SystemTime::now(),
-            )?;
-            tracing::debug!(tenant = %tenant.name, key = key.as_str(), "request authenticated");
-            Ok(Authenticated { tenant, body })
+            let now = SystemTime::now();
+            match verify(&req, &host, &tenant, &body, state.limits.clock_skew, now) {
+                Ok(key) => Ok(Authenticated {
+                    tenant,
+                    caller: Caller {
+                        actor: Actor::AccessKey(key),
+                        origin,
+                    },
+                    body,
+                }),
+                Err(error) => {
+                    // The tenant's trail shows the refused attempt; nothing else is written.
+                    state
+                        .failures
+                        .record(tenant.id, error.message(), origin, Timestamp::now());
+                    Err(error)
+                }
+            }
         })
     }
 }

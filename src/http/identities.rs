@@ -126,7 +126,13 @@ async fn create_identity(
 
     let created = state
         .identities
-        .create(&auth.tenant, external_id, token, Timestamp::now())
+        .create(
+            &auth.tenant,
+            &auth.caller,
+            external_id,
+            token,
+            Timestamp::now(),
+        )
         .await?;
     let status = if created.created {
         StatusCode::CREATED
@@ -169,7 +175,7 @@ async fn delete_identity(
     let id = identity_id(&req)?;
     state
         .identities
-        .delete(&auth.tenant, id, Timestamp::now())
+        .delete(&auth.tenant, &auth.caller, id, Timestamp::now())
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -185,7 +191,7 @@ async fn revoke_access_tokens(
     let id = identity_id(&req)?;
     state
         .identities
-        .revoke_tokens(&auth.tenant, id, Timestamp::now())
+        .revoke_tokens(&auth.tenant, &auth.caller, id, Timestamp::now())
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -206,7 +212,7 @@ async fn issue_access_token(
     };
     let issued = state
         .identities
-        .issue_token(&auth.tenant, id, token, Timestamp::now())
+        .issue_token(&auth.tenant, &auth.caller, id, token, Timestamp::now())
         .await?;
     Ok(HttpResponse::Ok().json(AccessTokenBody::from(issued)))
 }

@@ -2,16 +2,20 @@
 //! into domain types, call one service function, and shape the response; they never see SQL.
 
 mod api_version;
+pub mod audit;
 mod auth;
 mod error;
 mod health;
 mod identities;
+pub mod origin;
+mod query;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
 
+use crate::service::audit::{AuditService, FailureRecorder};
 use crate::service::directory::TenantDirectory;
 use crate::service::identities::IdentityService;
 use crate::store::Repository;
@@ -40,6 +44,8 @@ impl Default for Limits {
 pub struct AppState {
     pub directory: Arc<TenantDirectory>,
     pub identities: IdentityService,
+    pub audit: AuditService,
+    pub failures: FailureRecorder,
     pub repo: Arc<dyn Repository>,
     pub limits: Limits,
 }
@@ -47,14 +53,9 @@ pub struct AppState {
 /// Registers every route.
 pub fn configure(config: &mut web::ServiceConfig) {
     identities::configure(config);
+    audit::configure(config);
     health::configure(config);
     config.default_service(web::to(|| async {
         Err::<actix_web::HttpResponse, _>(ApiError::not_found("No such route."))
     }));
-}
-
-/// Turns actix's own query, path and JSON errors into ACS-shaped 400s.
-pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default()
-        .error_handler(|error, _| ApiError::validation(error.to_string()).into())
 }

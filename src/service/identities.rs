@@ -6,8 +6,16 @@
 
 use std::sync::Arc;
 
+use serde_json::json;
+
+use crate::domain::audit::{AuditEvent, Operation};
 use crate::domain::{ExpiryMinutes, ExternalId, IdentityId, ScopeSet, Timestamp};
-use crate::store::{IdentityRecord, InsertIdentityOutcome, NewIdentity, Repository, StoreError};
+use crate::store::{
+    IdentityRecord, InsertIdentityOutcome, NewIdentity, Repository, StoreError, TokenIssue,
+    TokenRecord,
+};
+
+use super::audit::Caller;
 
 use super::directory::Tenant;
 use super::token_writer::TokenWriter;
@@ -47,6 +55,7 @@ impl IdentityService {
     pub async fn create(
         &self,
         tenant: &Tenant,
+        caller: &Caller,
         external_id: Option<ExternalId>,
         token: Option<TokenRequest>,
         now: Timestamp,
@@ -56,6 +65,18 @@ impl IdentityService {
             .as_ref()
             .map(|t| tenant.issuer().mint(id, &t.scopes, t.expiry, now))
             .transpose()?;
+        // The external id is personal data and never enters the audit trail; only the fact
+        // that one was given does.
+        let mut events = vec![identity_event(
+            caller,
+            id,
+            Operation::IdentityCreate,
+            now,
+            json!({"externalId": external_id.is_some(), "withToken": minted.is_some()}),
+        )];
+        if let Some((_, record)) = &minted {
+            events.push(token_event(caller, record));
+        }
         let identity = NewIdentity {
             id,
             external_id: external_id.map(|e| e.as_str().to_owned()),
@@ -63,7 +84,7 @@ impl IdentityService {
         };
         let outcome = self
             .repo
-            .insert_identity(&identity, minted.as_ref().map(|(_, r)| r))
+            .insert_identity(&identity, minted.as_ref().map(|(_, r)| r), &events)
             .await?;
         match outcome {
             InsertIdentityOutcome::Inserted => Ok(CreatedIdentity {
@@ -75,7 +96,10 @@ impl IdentityService {
                 // Idempotent create: the caller gets the identity it made before, and a fresh
                 // token for it if it asked for one.
                 let token = match token {
-                    Some(t) => Some(self.issue_token(tenant, existing.id, t, now).await?),
+                    Some(t) => Some(
+                        self.issue_token(tenant, caller, existing.id, t, now)
+                            .await?,
+                    ),
                     None => None,
                 };
                 Ok(CreatedIdentity {
@@ -100,6 +124,7 @@ impl IdentityService {
     pub async fn issue_token(
         &self,
         tenant: &Tenant,
+        caller: &Caller,
         id: IdentityId,
         request: TokenRequest,
         now: Timestamp,
@@ -112,7 +137,8 @@ impl IdentityService {
         let (token, record) = tenant
             .issuer()
             .mint(id, &request.scopes, request.expiry, now)?;
-        match self.tokens.write(record).await {
+        let event = token_event(caller, &record);
+        match self.tokens.write(TokenIssue { record, event }).await {
             Ok(true) => Ok(token),
             Ok(false) => Err(not_found(&id)),
             Err(error) => Err(shared_store_error(&error)),
@@ -122,10 +148,13 @@ impl IdentityService {
     pub async fn revoke_tokens(
         &self,
         tenant: &Tenant,
+        caller: &Caller,
         id: IdentityId,
         now: Timestamp,
     ) -> ServiceResult<()> {
-        if id.tenant() != tenant.id || !self.repo.revoke_tokens(id, now).await? {
+        let details = json!({"revokedBefore": now.to_rfc3339()});
+        let event = identity_event(caller, id, Operation::TokenRevoke, now, details);
+        if id.tenant() != tenant.id || !self.repo.revoke_tokens(id, now, &event).await? {
             return Err(not_found(&id));
         }
         Ok(())
@@ -134,10 +163,12 @@ impl IdentityService {
     pub async fn delete(
         &self,
         tenant: &Tenant,
+        caller: &Caller,
         id: IdentityId,
         now: Timestamp,
     ) -> ServiceResult<()> {
-        if id.tenant() != tenant.id || !self.repo.delete_identity(id, now).await? {
+        let event = identity_event(caller, id, Operation::IdentityDelete, now, json!({}));
+        if id.tenant() != tenant.id || !self.repo.delete_identity(id, now, &event).await? {
             return Err(not_found(&id));
         }
         Ok(())
@@ -150,4 +181,29 @@ fn shared_store_error(error: &StoreError) -> ServiceError {
         StoreError::Unavailable(e) => ServiceError::Unavailable(anyhow::anyhow!("{e}")),
         other => ServiceError::Internal(anyhow::anyhow!("{other:#}")),
     }
+}
+
+fn identity_event(
+    caller: &Caller,
+    id: IdentityId,
+    operation: Operation,
+    now: Timestamp,
+    details: serde_json::Value,
+) -> AuditEvent {
+    caller.event(id.tenant(), operation, Some(id.local()), now, details)
+}
+
+/// The audit event of an issued token: which token (jti), what it allows, until when.
+fn token_event(caller: &Caller, record: &TokenRecord) -> AuditEvent {
+    identity_event(
+        caller,
+        record.identity,
+        Operation::TokenIssue,
+        record.issued_at,
+        json!({
+            "jti": record.jti,
+            "scopes": record.scopes.split(',').collect::<Vec<_>>(),
+            "expiresOn": record.expires_at.to_rfc3339(),
+        }),
+    )
 }

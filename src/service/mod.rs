@@ -2,6 +2,7 @@
 //! token policy and signing, identity lifecycle. No actix or sqlx types appear here; time
 //! comes in as an argument so the rules can be tested without a clock.
 
+pub mod audit;
 pub mod directory;
 pub mod identities;
 pub mod tenants;

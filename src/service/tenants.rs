@@ -5,7 +5,9 @@ use crate::crypto::signing::{SigningAlgorithm, SigningKeyMaterial};
 use crate::domain::{AccessKey, Hostname, KeySlot, TenantId, TenantName, Timestamp};
 use crate::store::{AccessKeyRecord, Repository, SigningKeyRecord, TenantRecord};
 
-use super::ServiceResult;
+use super::audit::Caller;
+use super::{ServiceError, ServiceResult};
+use crate::domain::audit::Operation;
 
 /// The name of the tenant a server creates on first start.
 pub const DEFAULT_TENANT_NAME: &str = "default";
@@ -36,12 +38,13 @@ pub async fn create_tenant(
     repo: &dyn Repository,
     master_key: &MasterKey,
     spec: NewTenant,
+    caller: &Caller,
     now: Timestamp,
 ) -> ServiceResult<CreatedTenant> {
     let mut hostnames: Vec<String> = Vec::with_capacity(spec.hostnames.len());
     for hostname in spec.hostnames {
         if hostnames.iter().any(|h| h == hostname.as_str()) {
-            return Err(super::ServiceError::Validation(format!(
+            return Err(ServiceError::Validation(format!(
                 "host name '{hostname}' is listed twice"
             )));
         }
@@ -72,8 +75,21 @@ pub async fn create_tenant(
         hostnames,
         access_keys,
         signing_keys: vec![signing_key],
+        audit_retention_days: None,
     };
-    repo.insert_tenant(&record).await?;
+    let event = caller.event(
+        id,
+        Operation::TenantCreate,
+        None,
+        now,
+        serde_json::json!({
+            "name": record.name,
+            "hostnames": record.hostnames,
+            "isDefault": record.is_default,
+            "signingKey": {"kid": record.signing_keys[0].kid, "algorithm": record.signing_keys[0].algorithm},
+        }),
+    );
+    repo.insert_tenant(&record, &event).await?;
     Ok(CreatedTenant {
         record,
         primary_key,
@@ -143,4 +159,32 @@ pub fn open_current_signing_key(
 /// `endpoint=https://host:port/;accesskey=…`, the form every ACS SDK takes.
 pub fn connection_string(endpoint: &str, key: &AccessKey) -> String {
     format!("endpoint={endpoint};accesskey={}", key.to_base64())
+}
+
+/// Sets how many days of audit events a tenant keeps (`None`: forever).
+pub async fn set_audit_retention(
+    repo: &dyn Repository,
+    tenant: TenantId,
+    days: Option<i32>,
+    caller: &Caller,
+    now: Timestamp,
+) -> ServiceResult<()> {
+    if days.is_some_and(|d| d < 1) {
+        return Err(ServiceError::Validation(
+            "audit retention must be at least 1 day".into(),
+        ));
+    }
+    let event = caller.event(
+        tenant,
+        Operation::TenantUpdate,
+        None,
+        now,
+        serde_json::json!({"auditRetentionDays": days}),
+    );
+    if !repo.set_audit_retention(tenant, days, &event).await? {
+        return Err(ServiceError::NotFound(format!(
+            "tenant {tenant} was not found"
+        )));
+    }
+    Ok(())
 }

@@ -1,4 +1,4 @@
-//! Group commit for issued-token records.
+//! Group commit for issued-token records and their audit events.
 //!
 //! A token is answered only once its record is durable. Committing each record in its own
 //! transaction would cap issuance at the database's commit rate, so one writer task collects
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::store::{Repository, StoreError, TokenRecord};
+use crate::store::{Repository, StoreError, TokenIssue};
 
 /// Most records committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -25,7 +25,7 @@ pub const MAX_BATCH: usize = 1024;
 pub type WriteOutcome = Result<bool, Arc<StoreError>>;
 
 struct Pending {
-    record: TokenRecord,
+    issue: TokenIssue,
     reply: oneshot::Sender<WriteOutcome>,
 }
 
@@ -43,9 +43,9 @@ impl TokenWriter {
         (Self { queue }, task)
     }
 
-    /// Queues `record` and waits for its commit. `Ok(false)`: the identity is missing or
-    /// deleted, and nothing was written.
-    pub async fn write(&self, record: TokenRecord) -> WriteOutcome {
+    /// Queues a token record and its audit event, and waits for their commit. `Ok(false)`:
+    /// the identity is missing or deleted, and nothing was written.
+    pub async fn write(&self, issue: TokenIssue) -> WriteOutcome {
         let (reply, answer) = oneshot::channel();
         let closed = || {
             Arc::new(StoreError::Other(anyhow::anyhow!(
@@ -53,7 +53,7 @@ impl TokenWriter {
             )))
         };
         self.queue
-            .send(Pending { record, reply })
+            .send(Pending { issue, reply })
             .await
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
@@ -63,8 +63,8 @@ impl TokenWriter {
 async fn run(repo: Arc<dyn Repository>, mut receiver: mpsc::Receiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let records: Vec<TokenRecord> = batch.iter().map(|p| p.record.clone()).collect();
-        match repo.insert_token_records(&records).await {
+        let issues: Vec<TokenIssue> = batch.iter().map(|p| p.issue.clone()).collect();
+        match repo.insert_token_records(&issues).await {
             Ok(written) => {
                 for (pending, written) in batch.drain(..).zip(written) {
                     // The requester may have gone away; its record is durable either way.
@@ -72,7 +72,7 @@ async fn run(repo: Arc<dyn Repository>, mut receiver: mpsc::Receiver<Pending>) {
                 }
             }
             Err(error) => {
-                tracing::error!(error = %error, records = records.len(), "token batch failed");
+                tracing::error!(error = %error, records = issues.len(), "token batch failed");
                 let error = Arc::new(error);
                 for pending in batch.drain(..) {
                     let _ = pending.reply.send(Err(error.clone()));

@@ -17,11 +17,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{IdentityId, Timestamp};
+use crate::domain::audit::{AuditEvent, ChainedEvent};
+use crate::domain::{IdentityId, TenantId, Timestamp};
 
 pub use records::{
-    AccessKeyRecord, IdentityRecord, InsertIdentityOutcome, NewIdentity, SigningKeyRecord,
-    TenantRecord, TokenRecord,
+    AccessKeyRecord, AuditChainState, AuditQuery, IdentityRecord, InsertIdentityOutcome,
+    NewIdentity, SigningKeyRecord, TenantRecord, TokenIssue, TokenRecord,
 };
 
 /// Which SQL dialect a store speaks.
@@ -80,37 +81,81 @@ pub trait Repository: Send + Sync + 'static {
     /// The counter bumped by every change to tenants and their keys.
     async fn change_epoch(&self) -> StoreResult<i64>;
 
-    /// Creates a tenant with its host names, access keys and first signing key, in one
-    /// transaction. A taken name or host name is a [`StoreError::Conflict`].
-    async fn insert_tenant(&self, tenant: &TenantRecord) -> StoreResult<()>;
+    /// Creates a tenant with its host names, access keys, first signing key and audit chain,
+    /// and records `event`, in one transaction. A taken name or host name is a
+    /// [`StoreError::Conflict`].
+    async fn insert_tenant(&self, tenant: &TenantRecord, event: &AuditEvent) -> StoreResult<()>;
 
     /// Every tenant with its host names and sealed keys.
     async fn load_tenants(&self) -> StoreResult<Vec<TenantRecord>>;
 
-    /// Inserts an identity, and the record of a token issued with it, in one transaction.
-    /// When the identity's external id is taken in its tenant, nothing is written and the
-    /// existing identity is returned.
+    /// Sets how many days of audit events a tenant keeps (`None`: forever). Returns false
+    /// when there is no such tenant.
+    async fn set_audit_retention(
+        &self,
+        tenant: TenantId,
+        days: Option<i32>,
+        event: &AuditEvent,
+    ) -> StoreResult<bool>;
+
+    /// Inserts an identity, the record of a token issued with it, and their audit events, in
+    /// one transaction. When the identity's external id is taken in its tenant, nothing is
+    /// written and the existing identity is returned.
     async fn insert_identity(
         &self,
         identity: &NewIdentity,
         token: Option<&TokenRecord>,
+        events: &[AuditEvent],
     ) -> StoreResult<InsertIdentityOutcome>;
 
     /// A live (not deleted) identity.
     async fn find_identity(&self, id: IdentityId) -> StoreResult<Option<IdentityRecord>>;
 
-    /// Turns a live identity into a tombstone: personal data removed, every token revoked.
-    /// Returns false when there was no live identity.
-    async fn delete_identity(&self, id: IdentityId, at: Timestamp) -> StoreResult<bool>;
+    /// Turns a live identity into a tombstone (personal data removed, every token revoked)
+    /// and records `event`. Returns false, writing nothing, when there was no live identity.
+    async fn delete_identity(
+        &self,
+        id: IdentityId,
+        at: Timestamp,
+        event: &AuditEvent,
+    ) -> StoreResult<bool>;
 
-    /// Moves a live identity's revocation watermark to `at`. Returns false when there was no
-    /// live identity.
-    async fn revoke_tokens(&self, id: IdentityId, at: Timestamp) -> StoreResult<bool>;
+    /// Moves a live identity's revocation watermark to `at` and records `event`. Returns
+    /// false, writing nothing, when there was no live identity.
+    async fn revoke_tokens(
+        &self,
+        id: IdentityId,
+        at: Timestamp,
+        event: &AuditEvent,
+    ) -> StoreResult<bool>;
 
-    /// Records many issued tokens in one transaction (the group-commit path). For each record,
-    /// in order, says whether it was written: a record whose identity is missing or deleted
-    /// is not, and the others are unaffected.
-    async fn insert_token_records(&self, records: &[TokenRecord]) -> StoreResult<Vec<bool>>;
+    /// Records many issued tokens, each with its audit event, in one transaction (the
+    /// group-commit path). For each, in order, says whether it was written: one whose
+    /// identity is missing or deleted is not (nor is its event), and the others are
+    /// unaffected.
+    async fn insert_token_records(&self, issues: &[TokenIssue]) -> StoreResult<Vec<bool>>;
+
+    /// Appends events that belong to no other write (failed authentications).
+    async fn append_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()>;
+
+    /// Reads audit events of one tenant.
+    async fn query_audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<ChainedEvent>>;
+
+    /// Where a tenant's audit chain starts and ends; `None` for a tenant that never had one.
+    async fn audit_chain(&self, tenant: TenantId) -> StoreResult<Option<AuditChainState>>;
+
+    /// The tenants that have an audit chain, including deleted ones.
+    async fn audit_tenants(&self) -> StoreResult<Vec<TenantId>>;
+
+    /// Deletes a tenant's events that occurred before `before`, re-anchors its chain at the
+    /// last deleted event, and records `event` (built by `make_event` from the number of
+    /// events purged and the new anchor sequence number). Returns how many were purged.
+    async fn purge_audit_events(
+        &self,
+        tenant: TenantId,
+        before: Timestamp,
+        make_event: &(dyn Fn(u64, i64) -> AuditEvent + Send + Sync),
+    ) -> StoreResult<u64>;
 }
 
 /// Connects to `database_url` (`sqlite://…` or `postgres://…`), applies pending migrations,

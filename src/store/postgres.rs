@@ -5,12 +5,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::migrate;
-use super::{Dialect, StoreResult, TokenRecord, redact_url};
+use super::{Dialect, StoreResult, TokenIssue, redact_url};
+use crate::domain::audit::ChainedEvent;
 
 pub struct PgStore {
     pool: PgPool,
@@ -52,12 +53,74 @@ SELECT input.tenant_id, input.jti, input.identity_id, input.scopes, input.issued
   FROM input JOIN live USING (tenant_id, identity_id)
 RETURNING jti";
 
-impl_repository!(PgStore, {
+/// All events of a transaction in one statement, as parallel arrays.
+const INSERT_EVENTS: &str = "
+INSERT INTO audit_events (tenant_id, seq, occurred_at, actor, operation, identity_id, outcome,
+    client_request_id, request_id, source_address, user_agent, details, prev_hash, hash)
+SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::uuid[],
+    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bytea[])";
+
+impl PgStore {
+    /// Row locks serialise the writers of one tenant's chain until they commit.
+    const LOCK_CHAIN_SQL: &'static str =
+        "SELECT last_seq, last_hash FROM audit_chains WHERE tenant_id = $1 FOR UPDATE";
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    async fn insert_events(
+        conn: &mut PgConnection,
+        events: &[ChainedEvent],
+    ) -> Result<(), sqlx::Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let column =
+            |f: fn(&ChainedEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(INSERT_EVENTS)
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.tenant.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|e| e.seq).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.occurred_at.millis())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(column(|e| Some(e.actor.clone())))
+            .bind(column(|e| Some(e.operation.clone())))
+            .bind(events.iter().map(|e| e.identity).collect::<Vec<_>>())
+            .bind(column(|e| Some(e.outcome.clone())))
+            .bind(column(|e| e.origin.client_request_id.clone()))
+            .bind(column(|e| e.origin.request_id.clone()))
+            .bind(column(|e| e.origin.source_address.clone()))
+            .bind(column(|e| e.origin.user_agent.clone()))
+            .bind(column(|e| Some(e.details.clone())))
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.prev_hash.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|e| e.hash.clone()).collect::<Vec<_>>())
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+impl_repository!(PgStore, PgConnection, {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
 
-    async fn insert_token_records(&self, records: &[TokenRecord]) -> StoreResult<Vec<bool>> {
+    async fn insert_token_records(&self, issues: &[TokenIssue]) -> StoreResult<Vec<bool>> {
+        let records: Vec<_> = issues.iter().map(|i| &i.record).collect();
         let tenants: Vec<Uuid> = records
             .iter()
             .map(|r| r.identity.tenant().as_uuid())
@@ -67,6 +130,9 @@ impl_repository!(PgStore, {
         let scopes: Vec<&str> = records.iter().map(|r| r.scopes.as_str()).collect();
         let issued: Vec<i64> = records.iter().map(|r| r.issued_at.millis()).collect();
         let expires: Vec<i64> = records.iter().map(|r| r.expires_at.millis()).collect();
+        let mut tx = self.begin_write().await?;
+        let mut chain =
+            Self::lock_chains(&mut tx, records.iter().map(|r| r.identity.tenant())).await?;
         let inserted: HashSet<Uuid> = sqlx::query_scalar(INSERT_TOKEN_BATCH)
             .bind(&tenants)
             .bind(&jtis)
@@ -74,10 +140,17 @@ impl_repository!(PgStore, {
             .bind(&scopes)
             .bind(&issued)
             .bind(&expires)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?
             .into_iter()
             .collect();
+        let events: Vec<_> = issues
+            .iter()
+            .filter(|i| inserted.contains(&i.record.jti))
+            .map(|i| i.event.clone())
+            .collect();
+        Self::append_locked(&mut tx, &mut chain, &events).await?;
+        tx.commit().await?;
         Ok(records.iter().map(|r| inserted.contains(&r.jti)).collect())
     }
 });

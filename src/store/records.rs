@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use crate::domain::audit::AuditEvent;
 use crate::domain::{IdentityId, KeySlot, TenantId, Timestamp};
 
 /// A tenant with everything a server caches about it. Secrets are sealed with the master key.
@@ -16,6 +17,8 @@ pub struct TenantRecord {
     pub access_keys: Vec<AccessKeyRecord>,
     /// Oldest first.
     pub signing_keys: Vec<SigningKeyRecord>,
+    /// Days of audit events kept; `None` keeps them forever.
+    pub audit_retention_days: Option<i32>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,4 +70,37 @@ pub struct TokenRecord {
     pub scopes: String,
     pub issued_at: Timestamp,
     pub expires_at: Timestamp,
+}
+
+/// A token record and the audit event that commits with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenIssue {
+    pub record: TokenRecord,
+    pub event: AuditEvent,
+}
+
+/// Which audit events to read, newest or oldest first, after a keyset cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub tenant: TenantId,
+    pub identity: Option<Uuid>,
+    pub operation: Option<String>,
+    pub outcome: Option<String>,
+    /// Inclusive lower bound on `occurred_at`.
+    pub from: Option<Timestamp>,
+    /// Exclusive upper bound on `occurred_at`.
+    pub to: Option<Timestamp>,
+    /// Only events after (ascending) or before (descending) this sequence number.
+    pub cursor: Option<i64>,
+    pub descending: bool,
+    pub limit: i64,
+}
+
+/// Where a tenant's chain starts (after purges) and ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditChainState {
+    pub anchor_seq: i64,
+    pub anchor_hash: Vec<u8>,
+    pub last_seq: i64,
+    pub last_hash: Vec<u8>,
 }

@@ -5,9 +5,77 @@
 //! `sqlite.rs` and `postgres.rs`.
 
 /// Expands to `impl Repository for $store` with the shared methods plus the dialect-specific
-/// items given in braces. `$store` must have a `pool` field of a sqlx pool type.
+/// items given in braces. `$store` must have a `pool` field of a sqlx pool type whose
+/// connections are `$conn`, and inherent items `begin_write()` (a transaction that holds the
+/// write lock from its first statement), `LOCK_CHAIN_SQL` (reads a chain head and locks it
+/// until commit) and `insert_events()`.
+///
+/// Every audited write follows one order — lock the chain heads, change the data, append the
+/// events, move the heads — so writers of one tenant queue on its head row instead of
+/// deadlocking on each other's rows.
 macro_rules! impl_repository {
-    ($store:ty, { $($specific:tt)* }) => {
+    ($store:ty, $conn:ty, { $($specific:tt)* }) => {
+        impl $store {
+            /// Reads (and locks) the chain heads of `tenants`, creating a chain for a tenant
+            /// that has none.
+            async fn lock_chains(
+                conn: &mut $conn,
+                tenants: impl IntoIterator<Item = $crate::domain::TenantId>,
+            ) -> Result<$crate::domain::audit::ChainAppender, sqlx::Error> {
+                use $crate::domain::audit::{ChainAppender, ChainHead, GENESIS};
+                let mut tenants: Vec<_> = tenants.into_iter().collect();
+                // A fixed lock order across transactions.
+                tenants.sort();
+                tenants.dedup();
+                let mut heads = std::collections::HashMap::with_capacity(tenants.len());
+                for tenant in tenants {
+                    let mut head: Option<(i64, Vec<u8>)> = sqlx::query_as(Self::LOCK_CHAIN_SQL)
+                        .bind(tenant.as_uuid())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    if head.is_none() {
+                        sqlx::query(
+                            "INSERT INTO audit_chains (tenant_id, last_seq, last_hash, anchor_seq, anchor_hash) \
+                             VALUES ($1, 0, $2, 0, $2) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(tenant.as_uuid())
+                        .bind(GENESIS.as_slice())
+                        .execute(&mut *conn)
+                        .await?;
+                        head = sqlx::query_as(Self::LOCK_CHAIN_SQL)
+                            .bind(tenant.as_uuid())
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                    }
+                    let (last_seq, last_hash) = head.ok_or(sqlx::Error::RowNotFound)?;
+                    heads.insert(tenant, ChainHead { last_seq, last_hash });
+                }
+                Ok(ChainAppender::new(heads))
+            }
+
+            /// Links `events` into the locked chains, inserts them and moves the heads.
+            async fn append_locked(
+                conn: &mut $conn,
+                chain: &mut $crate::domain::audit::ChainAppender,
+                events: &[$crate::domain::audit::AuditEvent],
+            ) -> Result<(), $crate::store::StoreError> {
+                let already = chain.events().len();
+                for event in events {
+                    chain.append(event)?;
+                }
+                Self::insert_events(&mut *conn, &chain.events()[already..]).await?;
+                for (tenant, head) in chain.changed_heads() {
+                    sqlx::query("UPDATE audit_chains SET last_seq = $2, last_hash = $3 WHERE tenant_id = $1")
+                        .bind(tenant.as_uuid())
+                        .bind(head.last_seq)
+                        .bind(&head.last_hash)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Repository for $store {
             $($specific)*
@@ -53,6 +121,7 @@ macro_rules! impl_repository {
             async fn insert_tenant(
                 &self,
                 tenant: &$crate::store::TenantRecord,
+                event: &$crate::domain::audit::AuditEvent,
             ) -> $crate::store::StoreResult<()> {
                 // Named checks first, for a clear message; the unique constraints below still
                 // decide when two writers race.
@@ -82,16 +151,22 @@ macro_rules! impl_repository {
                     }
                 }
 
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 sqlx::query(
-                    "INSERT INTO tenants (tenant_id, name, is_default, created_at) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO tenants (tenant_id, name, is_default, created_at, audit_retention_days) \
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(tenant.id.as_uuid())
                 .bind(&tenant.name)
                 .bind(tenant.is_default)
                 .bind(tenant.created_at.millis())
+                .bind(tenant.audit_retention_days)
                 .execute(&mut *tx)
                 .await?;
+                // A tenant id is new, so its chain starts here (a stale chain of a purged
+                // tenant with the same id cannot exist: ids are random).
+                let mut chain = Self::lock_chains(&mut *tx, [tenant.id]).await?;
+                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(event)).await?;
                 for (position, hostname) in tenant.hostnames.iter().enumerate() {
                     sqlx::query(
                         "INSERT INTO tenant_hostnames (hostname, tenant_id, position) VALUES ($1, $2, $3)",
@@ -145,7 +220,8 @@ macro_rules! impl_repository {
                 // One consistent snapshot of all four tables.
                 let mut tx = self.pool.begin().await?;
                 let mut tenants: Vec<TenantRecord> = sqlx::query(
-                    "SELECT tenant_id, name, is_default, created_at FROM tenants ORDER BY created_at, name",
+                    "SELECT tenant_id, name, is_default, created_at, audit_retention_days FROM tenants \
+                     ORDER BY created_at, name",
                 )
                 .fetch_all(&mut *tx)
                 .await?
@@ -159,6 +235,7 @@ macro_rules! impl_repository {
                         hostnames: Vec::new(),
                         access_keys: Vec::new(),
                         signing_keys: Vec::new(),
+                        audit_retention_days: row.try_get("audit_retention_days")?,
                     })
                 })
                 .collect::<Result<_, _>>()?;
@@ -224,9 +301,11 @@ macro_rules! impl_repository {
                 &self,
                 identity: &$crate::store::NewIdentity,
                 token: Option<&$crate::store::TokenRecord>,
+                events: &[$crate::domain::audit::AuditEvent],
             ) -> $crate::store::StoreResult<$crate::store::InsertIdentityOutcome> {
                 let tenant = identity.id.tenant().as_uuid();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
+                let mut chain = Self::lock_chains(&mut *tx, [identity.id.tenant()]).await?;
                 // No conflict target: the only constraint a fresh UUIDv7 can meet is the
                 // tenant's external-id index, and both dialects spell this the same way.
                 let inserted = sqlx::query(
@@ -279,6 +358,7 @@ macro_rules! impl_repository {
                     .execute(&mut *tx)
                     .await?;
                 }
+                Self::append_locked(&mut *tx, &mut chain, events).await?;
                 tx.commit().await?;
                 Ok($crate::store::InsertIdentityOutcome::Inserted)
             }
@@ -302,40 +382,224 @@ macro_rules! impl_repository {
                 &self,
                 id: $crate::domain::IdentityId,
                 at: $crate::domain::Timestamp,
+                event: &$crate::domain::audit::AuditEvent,
             ) -> $crate::store::StoreResult<bool> {
-                let affected = sqlx::query(
+                self.audited_identity_update(
                     "UPDATE identities SET deleted_at = $3, external_id = NULL, tokens_revoked_before = $3 \
                      WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL",
+                    id,
+                    at,
+                    event,
                 )
-                .bind(id.tenant().as_uuid())
-                .bind(id.local())
-                .bind(at.millis())
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-                Ok(affected == 1)
+                .await
             }
 
             async fn revoke_tokens(
                 &self,
                 id: $crate::domain::IdentityId,
                 at: $crate::domain::Timestamp,
+                event: &$crate::domain::audit::AuditEvent,
             ) -> $crate::store::StoreResult<bool> {
                 // The watermark never moves back, even if clocks of two instances disagree.
-                let affected = sqlx::query(
+                self.audited_identity_update(
                     "UPDATE identities SET tokens_revoked_before = CASE \
                        WHEN tokens_revoked_before IS NULL OR tokens_revoked_before < $3 THEN $3 \
                        ELSE tokens_revoked_before END \
                      WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL",
+                    id,
+                    at,
+                    event,
                 )
-                .bind(id.tenant().as_uuid())
-                .bind(id.local())
-                .bind(at.millis())
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-                Ok(affected == 1)
+                .await
             }
+
+            async fn set_audit_retention(
+                &self,
+                tenant: $crate::domain::TenantId,
+                days: Option<i32>,
+                event: &$crate::domain::audit::AuditEvent,
+            ) -> $crate::store::StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let mut chain = Self::lock_chains(&mut *tx, [tenant]).await?;
+                let affected = sqlx::query("UPDATE tenants SET audit_retention_days = $2 WHERE tenant_id = $1")
+                    .bind(tenant.as_uuid())
+                    .bind(days)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if affected == 0 {
+                    return Ok(false);
+                }
+                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn append_audit_events(
+                &self,
+                events: &[$crate::domain::audit::AuditEvent],
+            ) -> $crate::store::StoreResult<()> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin_write().await?;
+                let mut chain = Self::lock_chains(&mut *tx, events.iter().map(|e| e.tenant)).await?;
+                Self::append_locked(&mut *tx, &mut chain, events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn query_audit_events(
+                &self,
+                query: &$crate::store::AuditQuery,
+            ) -> $crate::store::StoreResult<Vec<$crate::domain::audit::ChainedEvent>> {
+                // Only fixed fragments go into the text; every value is bound.
+                let mut sql = String::from(concat!(
+                    "SELECT tenant_id, seq, occurred_at, actor, operation, identity_id, outcome, ",
+                    "client_request_id, request_id, source_address, user_agent, details, prev_hash, hash ",
+                    "FROM audit_events WHERE tenant_id = $1"
+                ));
+                let mut n = 1;
+                let mut next = |column: &str, op: &str| {
+                    n += 1;
+                    format!(" AND {column} {op} ${n}")
+                };
+                if query.identity.is_some() { sql += &next("identity_id", "="); }
+                if query.operation.is_some() { sql += &next("operation", "="); }
+                if query.outcome.is_some() { sql += &next("outcome", "="); }
+                if query.from.is_some() { sql += &next("occurred_at", ">="); }
+                if query.to.is_some() { sql += &next("occurred_at", "<"); }
+                if query.cursor.is_some() { sql += &next("seq", if query.descending { "<" } else { ">" }); }
+                sql += if query.descending { " ORDER BY seq DESC" } else { " ORDER BY seq ASC" };
+                sql += &format!(" LIMIT ${}", n + 1);
+
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(query.tenant.as_uuid());
+                if let Some(v) = query.identity { q = q.bind(v); }
+                if let Some(v) = &query.operation { q = q.bind(v.clone()); }
+                if let Some(v) = &query.outcome { q = q.bind(v.clone()); }
+                if let Some(v) = query.from { q = q.bind(v.millis()); }
+                if let Some(v) = query.to { q = q.bind(v.millis()); }
+                if let Some(v) = query.cursor { q = q.bind(v); }
+                let rows = q.bind(query.limit).fetch_all(&self.pool).await?;
+                rows.iter().map(|row| event_row(row)).collect()
+            }
+
+            async fn audit_chain(
+                &self,
+                tenant: $crate::domain::TenantId,
+            ) -> $crate::store::StoreResult<Option<$crate::store::AuditChainState>> {
+                let row: Option<(i64, Vec<u8>, i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT anchor_seq, anchor_hash, last_seq, last_hash FROM audit_chains WHERE tenant_id = $1",
+                )
+                .bind(tenant.as_uuid())
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(anchor_seq, anchor_hash, last_seq, last_hash)| {
+                    $crate::store::AuditChainState { anchor_seq, anchor_hash, last_seq, last_hash }
+                }))
+            }
+
+            async fn audit_tenants(&self) -> $crate::store::StoreResult<Vec<$crate::domain::TenantId>> {
+                let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM audit_chains ORDER BY tenant_id")
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(ids.into_iter().map($crate::domain::TenantId::from_uuid).collect())
+            }
+
+            async fn purge_audit_events(
+                &self,
+                tenant: $crate::domain::TenantId,
+                before: $crate::domain::Timestamp,
+                make_event: &(dyn Fn(u64, i64) -> $crate::domain::audit::AuditEvent + Send + Sync),
+            ) -> $crate::store::StoreResult<u64> {
+                let mut tx = self.begin_write().await?;
+                let mut chain = Self::lock_chains(&mut *tx, [tenant]).await?;
+                // The newest event to purge becomes the anchor: the first event kept links to
+                // its hash, so verification starts there.
+                let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT seq, hash FROM audit_events WHERE tenant_id = $1 AND occurred_at < $2 \
+                     ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(tenant.as_uuid())
+                .bind(before.millis())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((anchor_seq, anchor_hash)) = last else {
+                    return Ok(0);
+                };
+                let purged = sqlx::query("DELETE FROM audit_events WHERE tenant_id = $1 AND seq <= $2")
+                    .bind(tenant.as_uuid())
+                    .bind(anchor_seq)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query("UPDATE audit_chains SET anchor_seq = $2, anchor_hash = $3 WHERE tenant_id = $1")
+                    .bind(tenant.as_uuid())
+                    .bind(anchor_seq)
+                    .bind(&anchor_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                let event = make_event(purged, anchor_seq);
+                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(&event)).await?;
+                tx.commit().await?;
+                Ok(purged)
+            }
+        }
+
+        impl $store {
+            /// Runs a one-row identity UPDATE (`$1` tenant, `$2` identity, `$3` time) and
+            /// records `event` with it; writes nothing when no live identity matched.
+            async fn audited_identity_update(
+                &self,
+                sql: &'static str,
+                id: $crate::domain::IdentityId,
+                at: $crate::domain::Timestamp,
+                event: &$crate::domain::audit::AuditEvent,
+            ) -> $crate::store::StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let mut chain = Self::lock_chains(&mut *tx, [id.tenant()]).await?;
+                let affected = sqlx::query(sql)
+                    .bind(id.tenant().as_uuid())
+                    .bind(id.local())
+                    .bind(at.millis())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if affected != 1 {
+                    return Ok(false);
+                }
+                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+        }
+
+        fn event_row<R: sqlx::Row>(row: &R) -> Result<$crate::domain::audit::ChainedEvent, $crate::store::StoreError>
+        where
+            for<'r> uuid::Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'r> &'r str: sqlx::ColumnIndex<R>,
+        {
+            Ok($crate::domain::audit::ChainedEvent {
+                seq: row.try_get("seq")?,
+                tenant: $crate::domain::TenantId::from_uuid(row.try_get("tenant_id")?),
+                occurred_at: $crate::domain::Timestamp::from_millis(row.try_get("occurred_at")?),
+                actor: row.try_get("actor")?,
+                operation: row.try_get("operation")?,
+                identity: row.try_get("identity_id")?,
+                outcome: row.try_get("outcome")?,
+                origin: $crate::domain::audit::RequestOrigin {
+                    client_request_id: row.try_get("client_request_id")?,
+                    request_id: row.try_get("request_id")?,
+                    source_address: row.try_get("source_address")?,
+                    user_agent: row.try_get("user_agent")?,
+                },
+                details: row.try_get("details")?,
+                prev_hash: row.try_get("prev_hash")?,
+                hash: row.try_get("hash")?,
+            })
         }
 
         fn identity_row<R: sqlx::Row>(

@@ -7,11 +7,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::migrate;
-use super::{Dialect, StoreResult, TokenRecord};
+use super::{Dialect, StoreResult, TokenIssue};
+use crate::domain::audit::ChainedEvent;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -42,18 +43,62 @@ impl SqliteStore {
     }
 }
 
-impl_repository!(SqliteStore, {
+impl SqliteStore {
+    /// SQLite has one writer at a time: the chain heads need no row lock.
+    const LOCK_CHAIN_SQL: &'static str =
+        "SELECT last_seq, last_hash FROM audit_chains WHERE tenant_id = $1";
+
+    /// `BEGIN IMMEDIATE` takes the write lock at once, so a transaction that reads before it
+    /// writes waits on the busy timeout instead of failing on a lock upgrade.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    async fn insert_events(
+        conn: &mut SqliteConnection,
+        events: &[ChainedEvent],
+    ) -> Result<(), sqlx::Error> {
+        // In-process statements cost microseconds; one prepared INSERT per event is fine.
+        for e in events {
+            sqlx::query(
+                "INSERT INTO audit_events (tenant_id, seq, occurred_at, actor, operation, identity_id, \
+                 outcome, client_request_id, request_id, source_address, user_agent, details, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(e.tenant.as_uuid())
+            .bind(e.seq)
+            .bind(e.occurred_at.millis())
+            .bind(&e.actor)
+            .bind(&e.operation)
+            .bind(e.identity)
+            .bind(&e.outcome)
+            .bind(&e.origin.client_request_id)
+            .bind(&e.origin.request_id)
+            .bind(&e.origin.source_address)
+            .bind(&e.origin.user_agent)
+            .bind(&e.details)
+            .bind(&e.prev_hash)
+            .bind(&e.hash)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl_repository!(SqliteStore, SqliteConnection, {
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
     }
 
-    async fn insert_token_records(&self, records: &[TokenRecord]) -> StoreResult<Vec<bool>> {
-        // In-process statements cost microseconds; the commit (an fsync) is what the batch
-        // shares. The INSERT comes first so the transaction takes the write lock at once and
-        // waits on the busy timeout instead of failing on a lock upgrade.
-        let mut tx = self.pool.begin().await?;
-        let mut written = Vec::with_capacity(records.len());
-        for record in records {
+    async fn insert_token_records(&self, issues: &[TokenIssue]) -> StoreResult<Vec<bool>> {
+        // The commit (an fsync) is what the batch shares.
+        let mut tx = self.begin_write().await?;
+        let mut chain =
+            Self::lock_chains(&mut tx, issues.iter().map(|i| i.record.identity.tenant())).await?;
+        let mut written = Vec::with_capacity(issues.len());
+        let mut events = Vec::with_capacity(issues.len());
+        for TokenIssue { record, event } in issues {
             let tenant = record.identity.tenant().as_uuid();
             let inserted = sqlx::query(
                 "INSERT INTO issued_tokens (tenant_id, jti, identity_id, scopes, issued_at, expires_at) \
@@ -80,9 +125,11 @@ impl_repository!(SqliteStore, {
                 .bind(record.issued_at.millis())
                 .execute(&mut *tx)
                 .await?;
+                events.push(event.clone());
             }
             written.push(inserted);
         }
+        Self::append_locked(&mut tx, &mut chain, &events).await?;
         tx.commit().await?;
         Ok(written)
     }

@@ -32,6 +32,15 @@ async fn concurrent_token_issues_are_all_answered_and_all_recorded(backend: Back
     }
     assert_eq!(jtis.len(), 200, "every token has its own jti");
     assert_eq!(server.count("issued_tokens").await, 200);
+    // Each record committed with its audit event, in one gapless chain.
+    assert_eq!(
+        server
+            .count("audit_events WHERE operation = 'token.issue'")
+            .await,
+        200
+    );
+    let (ok, report) = server.audit_verify();
+    assert!(ok, "{report}");
     assert_eq!(
         server
             .count("identities WHERE last_token_issued_at IS NOT NULL")

@@ -309,6 +309,17 @@ impl TestServer {
         counts
     }
 
+    /// Runs `callsign audit verify` and returns (success, stdout).
+    pub fn audit_verify(&self) -> (bool, String) {
+        let out = self.cli(&["audit", "verify"]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     /// Runs a statement against the test's database (for sabotage tests).
     pub async fn execute(&self, sql: &str) {
         let sql = sql.to_owned();
@@ -402,6 +413,8 @@ pub struct Request<'a> {
     pub signed_body: Option<Vec<u8>>,
     pub omit: &'a [&'a str],
     pub authorization: Option<String>,
+    /// Sent as they are, unsigned (as the SDKs send x-ms-client-request-id).
+    pub extra_headers: &'a [(&'a str, &'a str)],
 }
 
 impl<'a> Request<'a> {
@@ -425,6 +438,7 @@ impl<'a> Request<'a> {
             signed_body: None,
             omit: &[],
             authorization: None,
+            extra_headers: &[],
         }
     }
 }
@@ -517,6 +531,9 @@ impl AcsClient {
                 builder = builder.header(name, value);
             }
         }
+        for (name, value) in request.extra_headers {
+            builder = builder.header(*name, *value);
+        }
         if !request.body.is_empty() {
             builder = builder.header("content-type", "application/json");
         }
@@ -582,6 +599,40 @@ impl AcsClient {
             Value::Null,
         )
         .await
+    }
+
+    /// `GET /audit/events` with `query` (without the leading `?`).
+    pub async fn audit(&self, query: &str) -> Reply {
+        self.call(Method::GET, &format!("/audit/events?{query}"), Value::Null)
+            .await
+    }
+
+    /// Follows `nextLink`s from `query` and returns every event, checking each link points
+    /// back at this server.
+    pub async fn audit_all(&self, query: &str) -> (Vec<Value>, usize) {
+        let mut events = Vec::new();
+        let mut pages = 0;
+        let mut reply = self.audit(query).await;
+        loop {
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            pages += 1;
+            events.extend(
+                reply.body["value"]
+                    .as_array()
+                    .expect("value")
+                    .iter()
+                    .cloned(),
+            );
+            let Some(next) = reply.body["nextLink"].as_str() else {
+                break;
+            };
+            let prefix = format!("{}://{}", self.scheme, self.authority());
+            let path = next
+                .strip_prefix(&prefix)
+                .unwrap_or_else(|| panic!("nextLink {next} is not on {prefix}"));
+            reply = self.call(Method::GET, path, Value::Null).await;
+        }
+        (events, pages)
     }
 
     pub async fn delete_identity(&self, id: &str) -> Reply {

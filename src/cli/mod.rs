@@ -1,4 +1,6 @@
-//! The `callsign` command line: `serve` (the default), `migrate`, and `tenant …`.
+//! The `callsign` command line: `serve` (the default), `migrate`, `tenant …` and `audit …`.
+
+mod audit;
 
 use clap::{Parser, Subcommand};
 use serde::Serialize;
@@ -6,7 +8,10 @@ use serde::Serialize;
 use crate::bootstrap;
 use crate::config::Settings;
 use crate::domain::{Hostname, KeySlot, TenantName, Timestamp};
-use crate::service::tenants::{NewTenant, connection_string, create_tenant, open_access_key};
+use crate::service::audit::Caller;
+use crate::service::tenants::{
+    NewTenant, connection_string, create_tenant, open_access_key, set_audit_retention,
+};
 use crate::startup::Application;
 use crate::store::TenantRecord;
 
@@ -34,6 +39,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Query, export and verify the audit log, directly in the database.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +64,15 @@ pub enum TenantCommand {
     List {
         #[arg(long)]
         json: bool,
+    },
+    /// Change a tenant's settings.
+    Update {
+        /// The tenant's name or id.
+        #[arg(long)]
+        tenant: String,
+        /// Days of audit events to keep, or "none" to keep them forever.
+        #[arg(long, value_parser = parse_retention)]
+        audit_retention_days: Option<Retention>,
     },
     /// Show one tenant, by name or id.
     Show {
@@ -82,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tenant { command } => tenant(&settings, command).await,
+        Command::Audit { command } => audit::run(&settings, command).await,
     }
 }
 
@@ -151,6 +171,33 @@ fn print_tenant(t: &TenantJson) {
     }
 }
 
+/// The tenant named `name_or_id`.
+pub(crate) fn find_tenant<'a>(
+    records: &'a [TenantRecord],
+    name_or_id: &str,
+) -> anyhow::Result<&'a TenantRecord> {
+    records
+        .iter()
+        .find(|t| t.name == name_or_id || t.id.to_string() == name_or_id)
+        .ok_or_else(|| anyhow::anyhow!("no tenant named or with id '{name_or_id}'"))
+}
+
+/// A retention setting: a number of days, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention(Option<i32>);
+
+fn parse_retention(value: &str) -> Result<Retention, String> {
+    if value.eq_ignore_ascii_case("none") {
+        return Ok(Retention(None));
+    }
+    value
+        .parse::<i32>()
+        .ok()
+        .filter(|d| *d >= 1)
+        .map(|d| Retention(Some(d)))
+        .ok_or_else(|| "expected a number of days (at least 1) or none".to_owned())
+}
+
 /// A tenant claiming an IP address the HTTPS listener does not listen on cannot be reached
 /// (the usual surprise: 127.0.0.2 while the server listens on 127.0.0.1 only).
 fn warn_unreachable_ips(settings: &Settings, hostnames: &[String]) {
@@ -187,7 +234,14 @@ async fn tenant(settings: &Settings, command: TenantCommand) -> anyhow::Result<(
                 is_default: false,
                 algorithm: settings.signing_algorithm,
             };
-            let created = create_tenant(repo.as_ref(), &master_key, spec, Timestamp::now()).await?;
+            let created = create_tenant(
+                repo.as_ref(),
+                &master_key,
+                spec,
+                &Caller::cli(),
+                Timestamp::now(),
+            )
+            .await?;
             let mut out = describe(settings, &created.record);
             out.connection_string = Some(connection_string(&out.endpoint, &created.primary_key));
             out.primary_key = Some(created.primary_key.to_base64());
@@ -222,16 +276,31 @@ async fn tenant(settings: &Settings, command: TenantCommand) -> anyhow::Result<(
             }
             Ok(())
         }
+        TenantCommand::Update {
+            tenant,
+            audit_retention_days,
+        } => {
+            let records = repo.load_tenants().await?;
+            let record = find_tenant(&records, &tenant)?;
+            if let Some(Retention(days)) = audit_retention_days {
+                let (caller, now) = (Caller::cli(), Timestamp::now());
+                set_audit_retention(repo.as_ref(), record.id, days, &caller, now).await?;
+                match days {
+                    Some(days) => {
+                        println!("tenant {} keeps {days} days of audit events", record.name)
+                    }
+                    None => println!("tenant {} keeps its audit events forever", record.name),
+                }
+            }
+            Ok(())
+        }
         TenantCommand::Show {
             tenant,
             json,
             show_keys,
         } => {
             let records = repo.load_tenants().await?;
-            let record = records
-                .iter()
-                .find(|t| t.name == tenant || t.id.to_string() == tenant)
-                .ok_or_else(|| anyhow::anyhow!("no tenant named or with id '{tenant}'"))?;
+            let record = find_tenant(&records, &tenant)?;
             let mut out = describe(settings, record);
             if show_keys {
                 let primary = open_access_key(record, KeySlot::Primary, &master_key)?;
