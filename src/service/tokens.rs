@@ -3,18 +3,23 @@
 use std::fmt;
 
 use anyhow::Context;
-use jsonwebtoken::{EncodingKey, Header};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Header;
+use jsonwebtoken::signature::Signer;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::crypto::signing::{SigningAlgorithm, SigningKeyMaterial};
+use crate::crypto::signing::{ParsedSigner, SigningAlgorithm, SigningKeyMaterial};
 use crate::domain::{ExpiryMinutes, IdentityId, ScopeSet, TenantId, Timestamp};
 use crate::store::TokenRecord;
 
-/// A tenant's current signing key, parsed once and kept in memory.
+/// A tenant's current signing key, parsed once and kept in memory, with its JWS header
+/// already encoded.
 pub struct TokenSigner {
     header: Header,
-    key: EncodingKey,
+    encoded_header: String,
+    signer: ParsedSigner,
 }
 
 impl fmt::Debug for TokenSigner {
@@ -29,10 +34,29 @@ impl TokenSigner {
     pub fn new(kid: &str, material: &SigningKeyMaterial) -> anyhow::Result<Self> {
         let mut header = Header::new(material.algorithm.jwt_algorithm());
         header.kid = Some(kid.to_owned());
+        let encoded_header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
         Ok(Self {
             header,
-            key: material.encoding_key()?,
+            encoded_header,
+            signer: material.signer()?,
         })
+    }
+
+    /// The compact JWS of `claims`: `header.payload.signature`, each base64url.
+    fn sign<T: Serialize>(&self, claims: &T) -> anyhow::Result<String> {
+        let payload = serde_json::to_vec(claims)?;
+        let mut token =
+            String::with_capacity(self.encoded_header.len() + payload.len() * 4 / 3 + 100);
+        token.push_str(&self.encoded_header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let signature = self
+            .signer
+            .try_sign(token.as_bytes())
+            .context("signing an access token")?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        Ok(token)
     }
 
     pub fn kid(&self) -> &str {
@@ -113,8 +137,7 @@ impl TokenIssuer<'_> {
             acs_scope: scopes.comma_joined(),
             resource_id: self.tenant,
         };
-        let token = jsonwebtoken::encode(&self.signer.header, &claims, &self.signer.key)
-            .context("signing an access token")?;
+        let token = self.signer.sign(&claims)?;
         let expires_on = Timestamp::from_millis(exp * 1000);
         let record = TokenRecord {
             jti,
