@@ -16,8 +16,8 @@ use crate::domain::Timestamp;
 use crate::http::{self, AppState, Limits};
 use crate::service::audit::{AuditService, FailureRecorder};
 use crate::service::directory::TenantDirectory;
+use crate::service::group_commit::GroupCommit;
 use crate::service::identities::IdentityService;
-use crate::service::token_writer::TokenWriter;
 use crate::store::Repository;
 use crate::tls::{CertResolver, TlsSource, server_config};
 
@@ -66,12 +66,12 @@ impl Application {
         };
         let resolver = Arc::new(CertResolver::new(&tls_source, &directory.hostnames())?);
 
-        let (token_writer, token_writer_task) = TokenWriter::spawn(repo.clone());
+        let (batches, batches_task) = GroupCommit::spawn(repo.clone());
         let (failures, failures_task) = FailureRecorder::spawn(repo.clone());
         let retention = tokio::spawn(apply_retention(audit.clone()));
         let state = web::Data::new(AppState {
             directory: directory.clone(),
-            identities: IdentityService::new(repo.clone(), token_writer),
+            identities: IdentityService::new(repo.clone(), batches),
             audit,
             failures,
             repo: repo.clone(),
@@ -109,7 +109,7 @@ impl Application {
             https_port,
             http_port,
             repo,
-            writers: vec![token_writer_task, failures_task],
+            writers: vec![batches_task, failures_task],
             background: vec![watcher, retention],
         })
     }

@@ -11,14 +11,14 @@ use serde_json::json;
 use crate::domain::audit::{AuditEvent, Operation};
 use crate::domain::{ExpiryMinutes, ExternalId, IdentityId, ScopeSet, Timestamp};
 use crate::store::{
-    IdentityRecord, InsertIdentityOutcome, NewIdentity, Repository, StoreError, TokenIssue,
-    TokenRecord,
+    BatchOp, BatchOutcome, CreateIdentity, IdentityRecord, InsertIdentityOutcome, NewIdentity,
+    Repository, StoreError, TokenIssue, TokenRecord,
 };
 
 use super::audit::Caller;
 
 use super::directory::Tenant;
-use super::token_writer::TokenWriter;
+use super::group_commit::GroupCommit;
 use super::tokens::IssuedToken;
 use super::{ServiceError, ServiceResult};
 
@@ -40,7 +40,7 @@ pub struct CreatedIdentity {
 #[derive(Clone)]
 pub struct IdentityService {
     repo: Arc<dyn Repository>,
-    tokens: TokenWriter,
+    batches: GroupCommit,
 }
 
 fn not_found(id: &IdentityId) -> ServiceError {
@@ -48,8 +48,8 @@ fn not_found(id: &IdentityId) -> ServiceError {
 }
 
 impl IdentityService {
-    pub fn new(repo: Arc<dyn Repository>, tokens: TokenWriter) -> Self {
-        Self { repo, tokens }
+    pub fn new(repo: Arc<dyn Repository>, batches: GroupCommit) -> Self {
+        Self { repo, batches }
     }
 
     pub async fn create(
@@ -82,15 +82,25 @@ impl IdentityService {
             external_id: external_id.map(|e| e.as_str().to_owned()),
             created_at: now,
         };
-        let outcome = self
-            .repo
-            .insert_identity(&identity, minted.as_ref().map(|(_, r)| r), &events)
-            .await?;
+        let (minted_token, record) = match minted {
+            Some((token, record)) => (Some(token), Some(record)),
+            None => (None, None),
+        };
+        let op = BatchOp::CreateIdentity(CreateIdentity {
+            identity,
+            token: record,
+            events,
+        });
+        let outcome = match self.batches.write(op).await {
+            Ok(BatchOutcome::Created(outcome)) => outcome,
+            Ok(other) => return Err(unexpected(other)),
+            Err(error) => return Err(shared_store_error(&error)),
+        };
         match outcome {
             InsertIdentityOutcome::Inserted => Ok(CreatedIdentity {
                 id,
                 created: true,
-                token: minted.map(|(t, _)| t),
+                token: minted_token,
             }),
             InsertIdentityOutcome::ExternalIdTaken(existing) => {
                 // Idempotent create: the caller gets the identity it made before, and a fresh
@@ -138,9 +148,14 @@ impl IdentityService {
             .issuer()
             .mint(id, &request.scopes, request.expiry, now)?;
         let event = token_event(caller, &record);
-        match self.tokens.write(TokenIssue { record, event }).await {
-            Ok(true) => Ok(token),
-            Ok(false) => Err(not_found(&id)),
+        match self
+            .batches
+            .write(BatchOp::IssueToken(TokenIssue { record, event }))
+            .await
+        {
+            Ok(BatchOutcome::Issued(true)) => Ok(token),
+            Ok(BatchOutcome::Issued(false)) => Err(not_found(&id)),
+            Ok(other) => Err(unexpected(other)),
             Err(error) => Err(shared_store_error(&error)),
         }
     }
@@ -173,6 +188,11 @@ impl IdentityService {
         }
         Ok(())
     }
+}
+
+/// The batch answered a write with the outcome of another kind of write: a bug.
+fn unexpected(outcome: BatchOutcome) -> ServiceError {
+    ServiceError::Internal(anyhow::anyhow!("unexpected batch outcome {outcome:?}"))
 }
 
 /// A batch error is shared by every request of the batch; each gets its own copy.

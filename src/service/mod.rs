@@ -4,9 +4,9 @@
 
 pub mod audit;
 pub mod directory;
+pub mod group_commit;
 pub mod identities;
 pub mod tenants;
-pub mod token_writer;
 pub mod tokens;
 
 use crate::domain::ParseError;

@@ -21,8 +21,9 @@ use crate::domain::audit::{AuditEvent, ChainedEvent};
 use crate::domain::{IdentityId, TenantId, Timestamp};
 
 pub use records::{
-    AccessKeyRecord, AuditChainState, AuditQuery, IdentityRecord, InsertIdentityOutcome,
-    NewIdentity, SigningKeyRecord, TenantRecord, TokenIssue, TokenRecord,
+    AccessKeyRecord, AuditChainState, AuditQuery, BatchOp, BatchOutcome, CreateIdentity,
+    IdentityRecord, InsertIdentityOutcome, NewIdentity, SigningKeyRecord, TenantRecord, TokenIssue,
+    TokenRecord,
 };
 
 /// Which SQL dialect a store speaks.
@@ -98,16 +99,6 @@ pub trait Repository: Send + Sync + 'static {
         event: &AuditEvent,
     ) -> StoreResult<bool>;
 
-    /// Inserts an identity, the record of a token issued with it, and their audit events, in
-    /// one transaction. When the identity's external id is taken in its tenant, nothing is
-    /// written and the existing identity is returned.
-    async fn insert_identity(
-        &self,
-        identity: &NewIdentity,
-        token: Option<&TokenRecord>,
-        events: &[AuditEvent],
-    ) -> StoreResult<InsertIdentityOutcome>;
-
     /// A live (not deleted) identity.
     async fn find_identity(&self, id: IdentityId) -> StoreResult<Option<IdentityRecord>>;
 
@@ -129,11 +120,14 @@ pub trait Repository: Send + Sync + 'static {
         event: &AuditEvent,
     ) -> StoreResult<bool>;
 
-    /// Records many issued tokens, each with its audit event, in one transaction (the
-    /// group-commit path). For each, in order, says whether it was written: one whose
-    /// identity is missing or deleted is not (nor is its event), and the others are
-    /// unaffected.
-    async fn insert_token_records(&self, issues: &[TokenIssue]) -> StoreResult<Vec<bool>>;
+    /// Commits many writes in one transaction (the group-commit path), each with its audit
+    /// events, and says for each, in order, what became of it:
+    /// - a new identity whose external id is taken in its tenant is not written (nor its
+    ///   token or events), and the existing identity is returned;
+    /// - a token whose identity is missing or deleted is not written (nor its event).
+    ///
+    /// Either the whole batch commits or none of it does.
+    async fn commit_batch(&self, ops: &[BatchOp]) -> StoreResult<Vec<BatchOutcome>>;
 
     /// Appends events that belong to no other write (failed authentications).
     async fn append_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()>;

@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::migrate;
-use super::{Dialect, StoreResult, TokenIssue, redact_url};
+use super::{Dialect, NewIdentity, TokenRecord, redact_url};
 use crate::domain::audit::ChainedEvent;
 
 pub struct PgStore {
@@ -114,13 +114,57 @@ impl PgStore {
     }
 }
 
-impl_repository!(PgStore, PgConnection, {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
+/// New identities in one statement; an external id already taken in the tenant (or taken
+/// earlier in the same batch) skips the row.
+const INSERT_IDENTITIES: &str = "
+INSERT INTO identities (tenant_id, identity_id, external_id, created_at)
+SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[])
+ON CONFLICT DO NOTHING
+RETURNING tenant_id, identity_id";
+
+impl PgStore {
+    /// Inserts new identities; returns the (tenant, identity) pairs written.
+    async fn insert_identities(
+        conn: &mut PgConnection,
+        identities: &[&NewIdentity],
+    ) -> Result<HashSet<(Uuid, Uuid)>, sqlx::Error> {
+        if identities.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(INSERT_IDENTITIES)
+            .bind(
+                identities
+                    .iter()
+                    .map(|i| i.id.tenant().as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(identities.iter().map(|i| i.id.local()).collect::<Vec<_>>())
+            .bind(
+                identities
+                    .iter()
+                    .map(|i| i.external_id.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                identities
+                    .iter()
+                    .map(|i| i.created_at.millis())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(conn)
+            .await?;
+        Ok(rows.into_iter().collect())
     }
 
-    async fn insert_token_records(&self, issues: &[TokenIssue]) -> StoreResult<Vec<bool>> {
-        let records: Vec<_> = issues.iter().map(|i| &i.record).collect();
+    /// Inserts token records whose identity is live, in one statement; returns the jtis
+    /// written.
+    async fn insert_tokens(
+        conn: &mut PgConnection,
+        records: &[&TokenRecord],
+    ) -> Result<HashSet<Uuid>, sqlx::Error> {
+        if records.is_empty() {
+            return Ok(HashSet::new());
+        }
         let tenants: Vec<Uuid> = records
             .iter()
             .map(|r| r.identity.tenant().as_uuid())
@@ -130,27 +174,21 @@ impl_repository!(PgStore, PgConnection, {
         let scopes: Vec<&str> = records.iter().map(|r| r.scopes.as_str()).collect();
         let issued: Vec<i64> = records.iter().map(|r| r.issued_at.millis()).collect();
         let expires: Vec<i64> = records.iter().map(|r| r.expires_at.millis()).collect();
-        let mut tx = self.begin_write().await?;
-        let mut chain =
-            Self::lock_chains(&mut tx, records.iter().map(|r| r.identity.tenant())).await?;
-        let inserted: HashSet<Uuid> = sqlx::query_scalar(INSERT_TOKEN_BATCH)
+        let written: Vec<Uuid> = sqlx::query_scalar(INSERT_TOKEN_BATCH)
             .bind(&tenants)
             .bind(&jtis)
             .bind(&identities)
             .bind(&scopes)
             .bind(&issued)
             .bind(&expires)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
-        let events: Vec<_> = issues
-            .iter()
-            .filter(|i| inserted.contains(&i.record.jti))
-            .map(|i| i.event.clone())
-            .collect();
-        Self::append_locked(&mut tx, &mut chain, &events).await?;
-        tx.commit().await?;
-        Ok(records.iter().map(|r| inserted.contains(&r.jti)).collect())
+            .fetch_all(conn)
+            .await?;
+        Ok(written.into_iter().collect())
+    }
+}
+
+impl_repository!(PgStore, PgConnection, {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
     }
 });

@@ -38,7 +38,7 @@ pub struct SigningKeyRecord {
     pub retired_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewIdentity {
     pub id: IdentityId,
     pub external_id: Option<String>,
@@ -103,4 +103,36 @@ pub struct AuditChainState {
     pub anchor_hash: Vec<u8>,
     pub last_seq: i64,
     pub last_hash: Vec<u8>,
+}
+
+/// A new identity, the token issued with it (if any) and their audit events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateIdentity {
+    pub identity: NewIdentity,
+    pub token: Option<TokenRecord>,
+    pub events: Vec<AuditEvent>,
+}
+
+/// One write of a group-committed batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchOp {
+    CreateIdentity(CreateIdentity),
+    IssueToken(TokenIssue),
+}
+
+impl BatchOp {
+    pub fn tenant(&self) -> TenantId {
+        match self {
+            BatchOp::CreateIdentity(c) => c.identity.id.tenant(),
+            BatchOp::IssueToken(i) => i.record.identity.tenant(),
+        }
+    }
+}
+
+/// What became of one write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    Created(InsertIdentityOutcome),
+    /// Whether the token was recorded (false: its identity is missing or deleted).
+    Issued(bool),
 }

@@ -297,70 +297,77 @@ macro_rules! impl_repository {
                 Ok(tenants)
             }
 
-            async fn insert_identity(
+            async fn commit_batch(
                 &self,
-                identity: &$crate::store::NewIdentity,
-                token: Option<&$crate::store::TokenRecord>,
-                events: &[$crate::domain::audit::AuditEvent],
-            ) -> $crate::store::StoreResult<$crate::store::InsertIdentityOutcome> {
-                let tenant = identity.id.tenant().as_uuid();
+                ops: &[$crate::store::BatchOp],
+            ) -> $crate::store::StoreResult<Vec<$crate::store::BatchOutcome>> {
+                use $crate::store::{BatchOp, BatchOutcome, InsertIdentityOutcome};
                 let mut tx = self.begin_write().await?;
-                let mut chain = Self::lock_chains(&mut *tx, [identity.id.tenant()]).await?;
-                // No conflict target: the only constraint a fresh UUIDv7 can meet is the
-                // tenant's external-id index, and both dialects spell this the same way.
-                let inserted = sqlx::query(
-                    "INSERT INTO identities (tenant_id, identity_id, external_id, created_at, last_token_issued_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(tenant)
-                .bind(identity.id.local())
-                .bind(identity.external_id.as_deref())
-                .bind(identity.created_at.millis())
-                .bind(token.map(|t| t.issued_at.millis()))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 0 {
-                    tx.rollback().await?;
-                    let existing = match &identity.external_id {
-                        Some(external_id) => {
-                            sqlx::query(
-                                "SELECT identity_id, external_id, created_at, last_token_issued_at, tokens_revoked_before \
-                                 FROM identities WHERE tenant_id = $1 AND external_id = $2 AND deleted_at IS NULL",
-                            )
-                            .bind(tenant)
-                            .bind(external_id)
-                            .fetch_optional(&self.pool)
-                            .await?
+                let mut chain = Self::lock_chains(&mut *tx, ops.iter().map(BatchOp::tenant)).await?;
+
+                let creates: Vec<&$crate::store::NewIdentity> = ops
+                    .iter()
+                    .filter_map(|op| match op {
+                        BatchOp::CreateIdentity(c) => Some(&c.identity),
+                        BatchOp::IssueToken(_) => None,
+                    })
+                    .collect();
+                let created = Self::insert_identities(&mut *tx, &creates).await?;
+                let is_created = |c: &$crate::store::CreateIdentity| {
+                    created.contains(&(c.identity.id.tenant().as_uuid(), c.identity.id.local()))
+                };
+
+                let tokens: Vec<&$crate::store::TokenRecord> = ops
+                    .iter()
+                    .filter_map(|op| match op {
+                        BatchOp::CreateIdentity(c) if is_created(c) => c.token.as_ref(),
+                        BatchOp::CreateIdentity(_) => None,
+                        BatchOp::IssueToken(i) => Some(&i.record),
+                    })
+                    .collect();
+                let written = Self::insert_tokens(&mut *tx, &tokens).await?;
+
+                // Events in the order of the batch, only for what was written.
+                let mut events = Vec::with_capacity(ops.len() * 2);
+                let mut outcomes = Vec::with_capacity(ops.len());
+                for op in ops {
+                    match op {
+                        BatchOp::CreateIdentity(c) if is_created(c) => {
+                            events.extend(c.events.iter().cloned());
+                            outcomes.push(BatchOutcome::Created(InsertIdentityOutcome::Inserted));
                         }
-                        None => None,
-                    };
-                    return match existing {
-                        Some(row) => Ok($crate::store::InsertIdentityOutcome::ExternalIdTaken(
-                            identity_row(identity.id.tenant(), &row)?,
-                        )),
-                        None => Err($crate::store::StoreError::Other(anyhow::anyhow!(
-                            "identity insert refused by a constraint other than the external id"
-                        ))),
-                    };
+                        BatchOp::CreateIdentity(c) => {
+                            let existing = match &c.identity.external_id {
+                                Some(external_id) => sqlx::query(
+                                    "SELECT identity_id, external_id, created_at, last_token_issued_at, tokens_revoked_before \
+                                     FROM identities WHERE tenant_id = $1 AND external_id = $2 AND deleted_at IS NULL",
+                                )
+                                .bind(c.identity.id.tenant().as_uuid())
+                                .bind(external_id)
+                                .fetch_optional(&mut *tx)
+                                .await?,
+                                None => None,
+                            };
+                            let Some(row) = existing else {
+                                return Err($crate::store::StoreError::Other(anyhow::anyhow!(
+                                    "identity insert refused by a constraint other than the external id"
+                                )));
+                            };
+                            let existing = identity_row(c.identity.id.tenant(), &row)?;
+                            outcomes.push(BatchOutcome::Created(InsertIdentityOutcome::ExternalIdTaken(existing)));
+                        }
+                        BatchOp::IssueToken(i) => {
+                            let ok = written.contains(&i.record.jti);
+                            if ok {
+                                events.push(i.event.clone());
+                            }
+                            outcomes.push(BatchOutcome::Issued(ok));
+                        }
+                    }
                 }
-                if let Some(token) = token {
-                    sqlx::query(
-                        "INSERT INTO issued_tokens (tenant_id, jti, identity_id, scopes, issued_at, expires_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(tenant)
-                    .bind(token.jti)
-                    .bind(token.identity.local())
-                    .bind(&token.scopes)
-                    .bind(token.issued_at.millis())
-                    .bind(token.expires_at.millis())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Self::append_locked(&mut *tx, &mut chain, events).await?;
+                Self::append_locked(&mut *tx, &mut chain, &events).await?;
                 tx.commit().await?;
-                Ok($crate::store::InsertIdentityOutcome::Inserted)
+                Ok(outcomes)
             }
 
             async fn find_identity(

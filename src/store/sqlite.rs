@@ -10,8 +10,12 @@ use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
+use std::collections::HashSet;
+
+use uuid::Uuid;
+
 use super::migrate;
-use super::{Dialect, StoreResult, TokenIssue};
+use super::{Dialect, NewIdentity, TokenRecord};
 use crate::domain::audit::ChainedEvent;
 
 pub struct SqliteStore {
@@ -86,19 +90,46 @@ impl SqliteStore {
     }
 }
 
-impl_repository!(SqliteStore, SqliteConnection, {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
+impl SqliteStore {
+    /// Inserts new identities; returns the (tenant, identity) pairs written. One whose
+    /// external id is taken in its tenant is skipped.
+    async fn insert_identities(
+        conn: &mut SqliteConnection,
+        identities: &[&NewIdentity],
+    ) -> Result<HashSet<(Uuid, Uuid)>, sqlx::Error> {
+        let mut written = HashSet::with_capacity(identities.len());
+        for identity in identities {
+            let tenant = identity.id.tenant().as_uuid();
+            // No conflict target: the only constraint a fresh UUIDv7 can meet is the
+            // tenant's external-id index.
+            let inserted = sqlx::query(
+                "INSERT INTO identities (tenant_id, identity_id, external_id, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(identity.id.local())
+            .bind(identity.external_id.as_deref())
+            .bind(identity.created_at.millis())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                written.insert((tenant, identity.id.local()));
+            }
+        }
+        Ok(written)
     }
 
-    async fn insert_token_records(&self, issues: &[TokenIssue]) -> StoreResult<Vec<bool>> {
-        // The commit (an fsync) is what the batch shares.
-        let mut tx = self.begin_write().await?;
-        let mut chain =
-            Self::lock_chains(&mut tx, issues.iter().map(|i| i.record.identity.tenant())).await?;
-        let mut written = Vec::with_capacity(issues.len());
-        let mut events = Vec::with_capacity(issues.len());
-        for TokenIssue { record, event } in issues {
+    /// Inserts token records whose identity is live, moving each identity's
+    /// `last_token_issued_at`; returns the jtis written.
+    async fn insert_tokens(
+        conn: &mut SqliteConnection,
+        records: &[&TokenRecord],
+    ) -> Result<HashSet<Uuid>, sqlx::Error> {
+        // In-process statements cost microseconds; the commit (an fsync) is what the batch
+        // shares.
+        let mut written = HashSet::with_capacity(records.len());
+        for record in records {
             let tenant = record.identity.tenant().as_uuid();
             let inserted = sqlx::query(
                 "INSERT INTO issued_tokens (tenant_id, jti, identity_id, scopes, issued_at, expires_at) \
@@ -111,7 +142,7 @@ impl_repository!(SqliteStore, SqliteConnection, {
             .bind(&record.scopes)
             .bind(record.issued_at.millis())
             .bind(record.expires_at.millis())
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?
             .rows_affected()
                 == 1;
@@ -123,14 +154,17 @@ impl_repository!(SqliteStore, SqliteConnection, {
                 .bind(tenant)
                 .bind(record.identity.local())
                 .bind(record.issued_at.millis())
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
-                events.push(event.clone());
+                written.insert(record.jti);
             }
-            written.push(inserted);
         }
-        Self::append_locked(&mut tx, &mut chain, &events).await?;
-        tx.commit().await?;
         Ok(written)
+    }
+}
+
+impl_repository!(SqliteStore, SqliteConnection, {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
     }
 });

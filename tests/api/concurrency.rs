@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::helpers::{Backend, TestServer, jwt_parts};
 
 crate::both_backends!(
+    concurrent_creates_with_one_external_id_make_one_identity,
     concurrent_token_issues_are_all_answered_and_all_recorded,
     a_delete_racing_token_issues_leaves_no_answered_token_unrecorded,
 );
@@ -91,4 +92,49 @@ async fn a_delete_racing_token_issues_leaves_no_answered_token_unrecorded(backen
             .status,
         404
     );
+}
+
+async fn concurrent_creates_with_one_external_id_make_one_identity(backend: Backend) {
+    let server = TestServer::spawn(backend).await;
+    // Concurrent creates land in the same group-committed batch as often as not.
+    let creates = (0..50).map(|i| {
+        let client = server.default.clone();
+        let body = if i % 2 == 0 {
+            json!({"externalId": "grace"})
+        } else {
+            json!({"externalId": "grace", "createTokenWithScopes": ["chat"]})
+        };
+        async move { client.create_identity(body).await }
+    });
+    let replies = join_all(creates).await;
+    let ids: HashSet<String> = replies
+        .iter()
+        .map(|r| r.body["identity"]["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "one external id, one identity");
+    let created = replies.iter().filter(|r| r.status == 201).count();
+    assert_eq!(created, 1, "exactly one 201, the rest 200");
+    assert!(replies.iter().all(|r| r.status == 201 || r.status == 200));
+    // Every token asked for was issued for that identity and recorded with its event.
+    let tokens = replies
+        .iter()
+        .filter(|r| r.body.get("accessToken").is_some())
+        .count() as i64;
+    assert_eq!(tokens, 25);
+    assert_eq!(server.count("identities").await, 1);
+    assert_eq!(server.count("issued_tokens").await, tokens);
+    assert_eq!(
+        server
+            .count("audit_events WHERE operation = 'identity.create'")
+            .await,
+        1
+    );
+    assert_eq!(
+        server
+            .count("audit_events WHERE operation = 'token.issue'")
+            .await,
+        tokens
+    );
+    let (ok, report) = server.audit_verify();
+    assert!(ok, "{report}");
 }
