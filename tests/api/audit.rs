@@ -50,10 +50,7 @@ async fn every_change_is_recorded_with_who_and_from_where(backend: Backend) {
         .to_str()
         .expect("request id")
         .to_owned();
-    let id = created.body["identity"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = created.identity_id();
     let jti = crate::helpers::jwt_parts(
         created.body["accessToken"]["token"]
             .as_str()
@@ -116,10 +113,7 @@ async fn the_audit_trail_never_holds_an_external_id(backend: Backend) {
         .default
         .create_identity(json!({"externalId": "erin@example.com"}))
         .await;
-    let id = created.body["identity"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = created.identity_id();
     server.default.delete_identity(&id).await;
     let (events, _) = server.default.audit_all("").await;
     assert_eq!(
@@ -374,10 +368,7 @@ async fn changes_that_did_not_happen_leave_no_event(backend: Backend) {
         .default
         .create_identity(json!({"externalId": "frank"}))
         .await;
-    let id = created.body["identity"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = created.identity_id();
     // Idempotent create: no second identity.create.
     assert_eq!(
         server

@@ -224,10 +224,7 @@ async fn another_tenants_identity_is_a_404_never_a_leak(backend: Backend) {
     let theirs = acme
         .create_identity(json!({"externalId": "secret-user"}))
         .await;
-    let theirs = theirs.body["identity"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let theirs = theirs.identity_id();
     let before = server.snapshot().await;
 
     let unknown_here = format!(

@@ -107,10 +107,7 @@ async fn concurrent_creates_with_one_external_id_make_one_identity(backend: Back
         async move { client.create_identity(body).await }
     });
     let replies = join_all(creates).await;
-    let ids: HashSet<String> = replies
-        .iter()
-        .map(|r| r.body["identity"]["id"].as_str().expect("id").to_owned())
-        .collect();
+    let ids: HashSet<String> = replies.iter().map(|r| r.identity_id()).collect();
     assert_eq!(ids.len(), 1, "one external id, one identity");
     let created = replies.iter().filter(|r| r.status == 201).count();
     assert_eq!(created, 1, "exactly one 201, the rest 200");

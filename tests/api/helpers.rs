@@ -372,6 +372,14 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The `identity.id` of a create-identity reply.
+    pub fn identity_id(&self) -> String {
+        self.body["identity"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no identity.id in {}", self.body))
+            .to_owned()
+    }
+
     /// Asserts an ACS-shaped error with `status` and returns its code.
     pub fn error(&self, status: u16) -> String {
         assert_eq!(
@@ -568,10 +576,7 @@ impl AcsClient {
     pub async fn new_identity(&self) -> String {
         let reply = self.create_identity(serde_json::json!({})).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-        reply.body["identity"]["id"]
-            .as_str()
-            .expect("id")
-            .to_owned()
+        reply.identity_id()
     }
 
     pub async fn issue_token(&self, id: &str, body: Value) -> Reply {

@@ -171,10 +171,7 @@ async fn external_id_makes_create_idempotent(backend: Backend) {
         .create_identity(json!({"externalId": "alice@example.com"}))
         .await;
     assert_eq!(first.status, StatusCode::CREATED);
-    let id = first.body["identity"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = first.identity_id();
 
     let again = server
         .default
@@ -211,10 +208,7 @@ async fn get_identity_reports_external_id_and_last_token_issued_at(backend: Back
         .default
         .create_identity(json!({"externalId": "bob"}))
         .await;
-    let id = created.body["identity"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = created.identity_id();
 
     let before = server.default.get_identity(&id).await;
     assert_eq!(before.status, StatusCode::OK);
@@ -272,10 +266,7 @@ async fn delete_makes_the_identity_unknown_and_frees_its_external_id(backend: Ba
         .default
         .create_identity(json!({"externalId": "carol"}))
         .await;
-    let id = created.body["identity"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = created.identity_id();
     assert_eq!(
         server.default.delete_identity(&id).await.status,
         StatusCode::NO_CONTENT

@@ -30,10 +30,7 @@ async fn a_restart_keeps_tenants_keys_identities_and_signing_keys(backend: Backe
         .default
         .create_identity(json!({"externalId": "dora", "createTokenWithScopes": ["voip"]}))
         .await;
-    let id = created.body["identity"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = created.identity_id();
     let before = created.body["accessToken"]["token"]
         .as_str()
         .expect("token")
