@@ -6,6 +6,7 @@ mod auth;
 mod error;
 mod health;
 mod identities;
+mod verification;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use actix_web::web;
 
 use crate::service::directory::TenantDirectory;
 use crate::service::identities::IdentityService;
+use crate::service::revocations::RevocationIndex;
 use crate::store::Repository;
 
 pub use error::ApiError;
@@ -40,6 +42,8 @@ impl Default for Limits {
 pub struct AppState {
     pub directory: Arc<TenantDirectory>,
     pub identities: IdentityService,
+    /// Revocation watermarks and tombstones, for introspection.
+    pub revocations: Arc<RevocationIndex>,
     pub repo: Arc<dyn Repository>,
     pub limits: Limits,
 }
@@ -47,6 +51,7 @@ pub struct AppState {
 /// Registers every route.
 pub fn configure(config: &mut web::ServiceConfig) {
     identities::configure(config);
+    verification::configure(config);
     health::configure(config);
     config.default_service(web::to(|| async {
         Err::<actix_web::HttpResponse, _>(ApiError::not_found("No such route."))

@@ -10,6 +10,7 @@ use crate::domain::{ExpiryMinutes, ExternalId, IdentityId, ScopeSet, Timestamp};
 use crate::store::{IdentityRecord, InsertIdentityOutcome, NewIdentity, Repository, StoreError};
 
 use super::directory::Tenant;
+use super::revocations::RevocationIndex;
 use super::token_writer::TokenWriter;
 use super::tokens::IssuedToken;
 use super::{ServiceError, ServiceResult};
@@ -33,6 +34,9 @@ pub struct CreatedIdentity {
 pub struct IdentityService {
     repo: Arc<dyn Repository>,
     tokens: TokenWriter,
+    /// Revokes and deletes update it before they answer, so introspection on this server
+    /// reflects them at once.
+    revocations: Arc<RevocationIndex>,
 }
 
 fn not_found(id: &IdentityId) -> ServiceError {
@@ -40,8 +44,16 @@ fn not_found(id: &IdentityId) -> ServiceError {
 }
 
 impl IdentityService {
-    pub fn new(repo: Arc<dyn Repository>, tokens: TokenWriter) -> Self {
-        Self { repo, tokens }
+    pub fn new(
+        repo: Arc<dyn Repository>,
+        tokens: TokenWriter,
+        revocations: Arc<RevocationIndex>,
+    ) -> Self {
+        Self {
+            repo,
+            tokens,
+            revocations,
+        }
     }
 
     pub async fn create(
@@ -125,9 +137,15 @@ impl IdentityService {
         id: IdentityId,
         now: Timestamp,
     ) -> ServiceResult<()> {
-        if id.tenant() != tenant.id || !self.repo.revoke_tokens(id, now).await? {
+        if id.tenant() != tenant.id {
             return Err(not_found(&id));
         }
+        let mark = self
+            .repo
+            .revoke_tokens(id, now)
+            .await?
+            .ok_or_else(|| not_found(&id))?;
+        self.revocations.apply(mark);
         Ok(())
     }
 
@@ -137,9 +155,15 @@ impl IdentityService {
         id: IdentityId,
         now: Timestamp,
     ) -> ServiceResult<()> {
-        if id.tenant() != tenant.id || !self.repo.delete_identity(id, now).await? {
+        if id.tenant() != tenant.id {
             return Err(not_found(&id));
         }
+        let mark = self
+            .repo
+            .delete_identity(id, now)
+            .await?
+            .ok_or_else(|| not_found(&id))?;
+        self.revocations.apply(mark);
         Ok(())
     }
 }

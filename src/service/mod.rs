@@ -4,9 +4,11 @@
 
 pub mod directory;
 pub mod identities;
+pub mod revocations;
 pub mod tenants;
 pub mod token_writer;
 pub mod tokens;
+pub mod verification;
 
 use crate::domain::ParseError;
 use crate::store::StoreError;

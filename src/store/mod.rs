@@ -17,11 +17,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{IdentityId, Timestamp};
+use crate::domain::{IdentityId, TenantId, Timestamp};
 
 pub use records::{
-    AccessKeyRecord, IdentityRecord, InsertIdentityOutcome, NewIdentity, SigningKeyRecord,
-    TenantRecord, TokenRecord,
+    AccessKeyRecord, IdentityChange, IdentityRecord, InsertIdentityOutcome, NewIdentity,
+    RevocationMark, SigningKeyRecord, TenantRecord, TokenRecord,
 };
 
 /// Which SQL dialect a store speaks.
@@ -60,6 +60,11 @@ impl From<sqlx::Error> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How many of the newest identity changes the change log keeps. Servers poll it every few
+/// hundred milliseconds; one that falls further behind than this reloads the watermarks from
+/// `identities` instead.
+pub const IDENTITY_CHANGES_KEPT: i64 = 100_000;
 
 /// The repository interface both dialects implement and the same test suite runs against.
 #[async_trait]
@@ -100,12 +105,47 @@ pub trait Repository: Send + Sync + 'static {
     async fn find_identity(&self, id: IdentityId) -> StoreResult<Option<IdentityRecord>>;
 
     /// Turns a live identity into a tombstone: personal data removed, every token revoked.
-    /// Returns false when there was no live identity.
-    async fn delete_identity(&self, id: IdentityId, at: Timestamp) -> StoreResult<bool>;
+    /// Appends the change to the identity change log in the same transaction. Returns the
+    /// tombstone's mark, or `None` when there was no live identity.
+    async fn delete_identity(
+        &self,
+        id: IdentityId,
+        at: Timestamp,
+    ) -> StoreResult<Option<RevocationMark>>;
 
-    /// Moves a live identity's revocation watermark to `at`. Returns false when there was no
-    /// live identity.
-    async fn revoke_tokens(&self, id: IdentityId, at: Timestamp) -> StoreResult<bool>;
+    /// Moves a live identity's revocation watermark to `at` (never backwards) and appends the
+    /// change to the identity change log in the same transaction. Returns the resulting mark,
+    /// or `None` when there was no live identity.
+    async fn revoke_tokens(
+        &self,
+        id: IdentityId,
+        at: Timestamp,
+    ) -> StoreResult<Option<RevocationMark>>;
+
+    /// The sequence number of the newest identity change, read first, and then the mark of
+    /// every identity whose watermark is at or after `since`. A change committed between the
+    /// two reads shows up in both, which is harmless: marks merge.
+    async fn load_revocation_marks(
+        &self,
+        since: Timestamp,
+    ) -> StoreResult<(i64, Vec<RevocationMark>)>;
+
+    /// Up to `limit` identity changes with a sequence number above `after`, oldest first.
+    async fn identity_changes_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<IdentityChange>>;
+
+    /// Adds `key` as the tenant's signing key and sets `retired_at` to `retire_others_at` on
+    /// every key of the tenant that had none, in one transaction that also moves the change
+    /// epoch. Returns false when the tenant does not exist.
+    async fn rotate_signing_key(
+        &self,
+        tenant: TenantId,
+        key: &SigningKeyRecord,
+        retire_others_at: Timestamp,
+    ) -> StoreResult<bool>;
 
     /// Records many issued tokens in one transaction (the group-commit path). For each record,
     /// in order, says whether it was written: a record whose identity is missing or deleted

@@ -68,3 +68,20 @@ pub struct TokenRecord {
     pub issued_at: Timestamp,
     pub expires_at: Timestamp,
 }
+
+/// What a revoke or delete left on an identity: its revocation watermark (every token issued
+/// at or before it is revoked) and whether it is a tombstone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevocationMark {
+    pub identity: IdentityId,
+    pub tokens_revoked_before: Timestamp,
+    pub deleted: bool,
+}
+
+/// One row of the identity change log, as running servers poll it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityChange {
+    /// Gapless and in commit order.
+    pub seq: i64,
+    pub mark: RevocationMark,
+}

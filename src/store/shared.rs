@@ -4,6 +4,37 @@
 //! `impl_repository!`. Only what differs (pool setup, the batched token insert) lives in
 //! `sqlite.rs` and `postgres.rs`.
 
+/// Appends `$mark` to the identity change log inside the transaction `$tx`: takes the next
+/// sequence number from `identity_change_head` (the row lock orders concurrent writers, so
+/// numbers are gapless and committed in order), writes the row, and prunes rows older than the
+/// newest [`IDENTITY_CHANGES_KEPT`](crate::store::IDENTITY_CHANGES_KEPT).
+macro_rules! append_identity_change {
+    ($tx:ident, $mark:expr, $at:expr) => {{
+        let mark: $crate::store::RevocationMark = $mark;
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE identity_change_head SET seq = seq + 1 WHERE id = 1 RETURNING seq",
+        )
+        .fetch_one(&mut *$tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO identity_changes (seq, tenant_id, identity_id, tokens_revoked_before, \
+             deleted, changed_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(seq)
+        .bind(mark.identity.tenant().as_uuid())
+        .bind(mark.identity.local())
+        .bind(mark.tokens_revoked_before.millis())
+        .bind(mark.deleted)
+        .bind($at.millis())
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query("DELETE FROM identity_changes WHERE seq <= $1")
+            .bind(seq - $crate::store::IDENTITY_CHANGES_KEPT)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+
 /// Expands to `impl Repository for $store` with the shared methods plus the dialect-specific
 /// items given in braces. `$store` must have a `pool` field of a sqlx pool type.
 macro_rules! impl_repository {
@@ -302,39 +333,183 @@ macro_rules! impl_repository {
                 &self,
                 id: $crate::domain::IdentityId,
                 at: $crate::domain::Timestamp,
-            ) -> $crate::store::StoreResult<bool> {
-                let affected = sqlx::query(
-                    "UPDATE identities SET deleted_at = $3, external_id = NULL, tokens_revoked_before = $3 \
-                     WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL",
+            ) -> $crate::store::StoreResult<Option<$crate::store::RevocationMark>> {
+                let mut tx = self.pool.begin().await?;
+                // The watermark never moves back, even if clocks of two instances disagree.
+                let watermark: Option<i64> = sqlx::query_scalar(
+                    "UPDATE identities SET deleted_at = $3, external_id = NULL, \
+                       tokens_revoked_before = CASE \
+                         WHEN tokens_revoked_before IS NULL OR tokens_revoked_before < $3 THEN $3 \
+                         ELSE tokens_revoked_before END \
+                     WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL \
+                     RETURNING tokens_revoked_before",
                 )
                 .bind(id.tenant().as_uuid())
                 .bind(id.local())
                 .bind(at.millis())
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-                Ok(affected == 1)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(watermark) = watermark else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                let mark = $crate::store::RevocationMark {
+                    identity: id,
+                    tokens_revoked_before: $crate::domain::Timestamp::from_millis(watermark),
+                    deleted: true,
+                };
+                append_identity_change!(tx, mark, at);
+                tx.commit().await?;
+                Ok(Some(mark))
             }
 
             async fn revoke_tokens(
                 &self,
                 id: $crate::domain::IdentityId,
                 at: $crate::domain::Timestamp,
-            ) -> $crate::store::StoreResult<bool> {
+            ) -> $crate::store::StoreResult<Option<$crate::store::RevocationMark>> {
+                let mut tx = self.pool.begin().await?;
                 // The watermark never moves back, even if clocks of two instances disagree.
-                let affected = sqlx::query(
+                let watermark: Option<i64> = sqlx::query_scalar(
                     "UPDATE identities SET tokens_revoked_before = CASE \
                        WHEN tokens_revoked_before IS NULL OR tokens_revoked_before < $3 THEN $3 \
                        ELSE tokens_revoked_before END \
-                     WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL",
+                     WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL \
+                     RETURNING tokens_revoked_before",
                 )
                 .bind(id.tenant().as_uuid())
                 .bind(id.local())
                 .bind(at.millis())
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-                Ok(affected == 1)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(watermark) = watermark else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                let mark = $crate::store::RevocationMark {
+                    identity: id,
+                    tokens_revoked_before: $crate::domain::Timestamp::from_millis(watermark),
+                    deleted: false,
+                };
+                append_identity_change!(tx, mark, at);
+                tx.commit().await?;
+                Ok(Some(mark))
+            }
+
+            async fn load_revocation_marks(
+                &self,
+                since: $crate::domain::Timestamp,
+            ) -> $crate::store::StoreResult<(i64, Vec<$crate::store::RevocationMark>)> {
+                use sqlx::Row as _;
+                use $crate::domain::{IdentityId, TenantId, Timestamp};
+                // The head first: a change committed after it is polled later even if the
+                // read below already saw it.
+                let head: i64 =
+                    sqlx::query_scalar("SELECT seq FROM identity_change_head WHERE id = 1")
+                        .fetch_one(&self.pool)
+                        .await?;
+                let rows = sqlx::query(
+                    "SELECT tenant_id, identity_id, tokens_revoked_before, deleted_at FROM identities \
+                     WHERE tokens_revoked_before IS NOT NULL AND tokens_revoked_before >= $1",
+                )
+                .bind(since.millis())
+                .fetch_all(&self.pool)
+                .await?;
+                let mut marks = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let deleted_at: Option<i64> = row.try_get("deleted_at")?;
+                    marks.push($crate::store::RevocationMark {
+                        identity: IdentityId::from_parts(
+                            TenantId::from_uuid(row.try_get("tenant_id")?),
+                            row.try_get("identity_id")?,
+                        ),
+                        tokens_revoked_before: Timestamp::from_millis(
+                            row.try_get("tokens_revoked_before")?,
+                        ),
+                        deleted: deleted_at.is_some(),
+                    });
+                }
+                Ok((head, marks))
+            }
+
+            async fn identity_changes_after(
+                &self,
+                after: i64,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::IdentityChange>> {
+                use sqlx::Row as _;
+                use $crate::domain::{IdentityId, TenantId, Timestamp};
+                let rows = sqlx::query(
+                    "SELECT seq, tenant_id, identity_id, tokens_revoked_before, deleted \
+                     FROM identity_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| -> Result<_, sqlx::Error> {
+                        Ok($crate::store::IdentityChange {
+                            seq: row.try_get("seq")?,
+                            mark: $crate::store::RevocationMark {
+                                identity: IdentityId::from_parts(
+                                    TenantId::from_uuid(row.try_get("tenant_id")?),
+                                    row.try_get("identity_id")?,
+                                ),
+                                tokens_revoked_before: Timestamp::from_millis(
+                                    row.try_get("tokens_revoked_before")?,
+                                ),
+                                deleted: row.try_get("deleted")?,
+                            },
+                        })
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(Into::into)
+            }
+
+            async fn rotate_signing_key(
+                &self,
+                tenant: $crate::domain::TenantId,
+                key: &$crate::store::SigningKeyRecord,
+                retire_others_at: $crate::domain::Timestamp,
+            ) -> $crate::store::StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                // A write first, so SQLite takes its write lock now (waiting on the busy
+                // timeout) rather than failing to upgrade a read lock later.
+                sqlx::query("UPDATE change_epoch SET epoch = epoch + 1 WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?;
+                let exists: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM tenants WHERE tenant_id = $1")
+                        .bind(tenant.as_uuid())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if exists == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "UPDATE signing_keys SET retired_at = $2 WHERE tenant_id = $1 AND retired_at IS NULL",
+                )
+                .bind(tenant.as_uuid())
+                .bind(retire_others_at.millis())
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, tenant_id, algorithm, sealed_private_key, \
+                     public_key_der, created_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&key.kid)
+                .bind(tenant.as_uuid())
+                .bind(&key.algorithm)
+                .bind(&key.sealed_private_key)
+                .bind(&key.public_key_der)
+                .bind(key.created_at.millis())
+                .bind(key.retired_at.map(|t| t.millis()))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
             }
         }
 
