@@ -18,6 +18,7 @@ use crate::service::audit::{AuditService, FailureRecorder};
 use crate::service::directory::TenantDirectory;
 use crate::service::group_commit::GroupCommit;
 use crate::service::identities::IdentityService;
+use crate::service::revocations::RevocationIndex;
 use crate::store::Repository;
 use crate::tls::{CertResolver, TlsSource, server_config};
 
@@ -65,15 +66,18 @@ impl Application {
             },
         };
         let resolver = Arc::new(CertResolver::new(&tls_source, &directory.hostnames())?);
+        let revocations = Arc::new(RevocationIndex::load(repo.as_ref(), Timestamp::now()).await?);
+        tracing::info!(marks = revocations.len(), "revocation watermarks loaded");
 
         let (batches, batches_task) = GroupCommit::spawn(repo.clone());
         let (failures, failures_task) = FailureRecorder::spawn(repo.clone());
         let retention = tokio::spawn(apply_retention(audit.clone()));
         let state = web::Data::new(AppState {
             directory: directory.clone(),
-            identities: IdentityService::new(repo.clone(), batches),
+            identities: IdentityService::new(repo.clone(), batches, revocations.clone()),
             audit,
             failures,
+            revocations: revocations.clone(),
             repo: repo.clone(),
             limits: Limits {
                 clock_skew: settings.clock_skew(),
@@ -98,9 +102,11 @@ impl Application {
         }
         let server = server.run();
 
-        let watcher = tokio::spawn(watch_tenants(
+        let watcher = tokio::spawn(watch_changes(
+            repo.clone(),
             directory,
             resolver,
+            revocations,
             settings.refresh_interval(),
         ));
         tracing::info!(https_port, http_port, "callsign is listening");
@@ -148,15 +154,23 @@ impl Application {
     }
 }
 
-/// Polls the change epoch and swaps in fresh tenants (and a certificate naming their hosts).
-async fn watch_tenants(
+/// How often marks that no longer matter are dropped from the revocation index.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Polls the database for what other processes changed: the change epoch (tenants, keys,
+/// signing keys; swaps in fresh tenants and a certificate naming their hosts) and the identity
+/// change log (revocations and deletions).
+async fn watch_changes(
+    repo: Arc<dyn Repository>,
     directory: Arc<TenantDirectory>,
     resolver: Arc<CertResolver>,
+    revocations: Arc<RevocationIndex>,
     every: Duration,
 ) {
     let mut hostnames = directory.hostnames();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = tokio::time::Instant::now();
     loop {
         ticker.tick().await;
         match directory.refresh_if_changed().await {
@@ -172,6 +186,18 @@ async fn watch_tenants(
                 tracing::info!(tenants = directory.tenants().len(), "tenants reloaded");
             }
             Err(error) => tracing::warn!(error = %format!("{error:#}"), "tenant refresh failed"),
+        }
+        match revocations.poll(repo.as_ref(), Timestamp::now()).await {
+            Ok(0) => {}
+            Ok(applied) => tracing::debug!(applied, "identity changes applied"),
+            Err(error) => tracing::warn!(error = %error, "identity change poll failed"),
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            let dropped = revocations.prune(Timestamp::now());
+            if dropped > 0 {
+                tracing::debug!(dropped, "expired revocation marks dropped");
+            }
+            last_prune = tokio::time::Instant::now();
         }
     }
 }

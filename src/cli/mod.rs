@@ -7,13 +7,15 @@ use serde::Serialize;
 
 use crate::bootstrap;
 use crate::config::Settings;
+use crate::crypto::signing::SigningAlgorithm;
 use crate::domain::{Hostname, KeySlot, TenantName, Timestamp};
 use crate::service::audit::Caller;
 use crate::service::tenants::{
-    NewTenant, connection_string, create_tenant, open_access_key, set_audit_retention,
+    NewTenant, connection_string, create_tenant, open_access_key, rotate_signing_key,
+    set_audit_retention,
 };
 use crate::startup::Application;
-use crate::store::TenantRecord;
+use crate::store::{Repository, TenantRecord};
 
 /// A self-hosted, multi-tenant communication identity and access-token server, wire-compatible
 /// with the Identity API of Azure Communication Services.
@@ -43,6 +45,38 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// Rotate and list a tenant's token signing keys, directly in the database. A running
+    /// server picks the change up within a second.
+    SigningKey {
+        #[command(subcommand)]
+        command: SigningKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// Make a new key sign the tenant's tokens from now on. The key it replaces stays in the
+    /// JWKS, and its tokens keep verifying, until every token it can have signed has expired
+    /// (a day and a quarter of an hour), then it is retired.
+    Rotate {
+        /// The tenant, by name or id.
+        #[arg(long)]
+        tenant: String,
+        /// Algorithm of the new key [default: the current key's].
+        #[arg(long, value_enum)]
+        algorithm: Option<SigningAlgorithm>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the tenant's signing keys: the one that signs, those still published, the retired.
+    List {
+        /// The tenant, by name or id.
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -102,7 +136,107 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tenant { command } => tenant(&settings, command).await,
         Command::Audit { command } => audit::run(&settings, command).await,
+        Command::SigningKey { command } => signing_key(&settings, command).await,
     }
+}
+
+/// A tenant by name or id.
+/// Reads the tenant named `name_or_id` from the database.
+async fn load_tenant(repo: &dyn Repository, name_or_id: &str) -> anyhow::Result<TenantRecord> {
+    find_tenant(&repo.load_tenants().await?, name_or_id).cloned()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SigningKeyListing {
+    kid: String,
+    algorithm: String,
+    created_at: String,
+    /// `signing`, `published` (superseded, still verifying) or `retired`.
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retired_at: Option<String>,
+}
+
+async fn signing_key(settings: &Settings, command: SigningKeyCommand) -> anyhow::Result<()> {
+    let (repo, master_key) = bootstrap::open(settings).await?;
+    let result = async {
+        match command {
+            SigningKeyCommand::Rotate {
+                tenant,
+                algorithm,
+                json,
+            } => {
+                let record = load_tenant(repo.as_ref(), &tenant).await?;
+                let rotated = rotate_signing_key(
+                    repo.as_ref(),
+                    &master_key,
+                    &record,
+                    algorithm,
+                    &Caller::cli(),
+                    Timestamp::now(),
+                )
+                .await?;
+                if json {
+                    let out = serde_json::json!({
+                        "tenantId": record.id.to_string(),
+                        "kid": rotated.kid,
+                        "algorithm": rotated.algorithm.as_str(),
+                        "superseded": rotated.superseded,
+                        "supersededUntil": rotated.superseded_until.to_rfc3339(),
+                    });
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                } else {
+                    println!(
+                        "tenant {}: new signing key {} ({})",
+                        record.name, rotated.kid, rotated.algorithm
+                    );
+                    for kid in &rotated.superseded {
+                        println!(
+                            "superseded {kid}: published until {}",
+                            rotated.superseded_until.to_rfc3339()
+                        );
+                    }
+                }
+                Ok(())
+            }
+            SigningKeyCommand::List { tenant, json } => {
+                let record = load_tenant(repo.as_ref(), &tenant).await?;
+                let now = Timestamp::now();
+                let keys: Vec<SigningKeyListing> = record
+                    .signing_keys
+                    .iter()
+                    .map(|k| SigningKeyListing {
+                        kid: k.kid.clone(),
+                        algorithm: k.algorithm.clone(),
+                        created_at: k.created_at.to_rfc3339(),
+                        state: match k.retired_at {
+                            None => "signing",
+                            Some(at) if now < at => "published",
+                            Some(_) => "retired",
+                        },
+                        retired_at: k.retired_at.map(Timestamp::to_rfc3339),
+                    })
+                    .collect();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&keys)?);
+                } else {
+                    for k in &keys {
+                        let until = k
+                            .retired_at
+                            .as_deref()
+                            .map(|t| format!(" (retired at {t})"))
+                            .unwrap_or_default();
+                        println!("{}  {:<6}  {:<9}{until}", k.kid, k.algorithm, k.state);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+    .await;
+    repo.close().await;
+    result
 }
 
 #[derive(Serialize)]
@@ -303,8 +437,8 @@ async fn tenant(settings: &Settings, command: TenantCommand) -> anyhow::Result<(
             let record = find_tenant(&records, &tenant)?;
             let mut out = describe(settings, record);
             if show_keys {
-                let primary = open_access_key(record, KeySlot::Primary, &master_key)?;
-                let secondary = open_access_key(record, KeySlot::Secondary, &master_key)?;
+                let primary = open_access_key(&record, KeySlot::Primary, &master_key)?;
+                let secondary = open_access_key(&record, KeySlot::Secondary, &master_key)?;
                 out.connection_string = Some(connection_string(&out.endpoint, &primary));
                 out.primary_key = Some(primary.to_base64());
                 out.secondary_key = Some(secondary.to_base64());

@@ -12,9 +12,11 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
 };
-use jsonwebtoken::Algorithm;
+use base64::Engine;
 use jsonwebtoken::crypto::JwtSigner;
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::signature::{self, Signer};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
 use zeroize::Zeroizing;
@@ -163,10 +165,82 @@ impl JwtSigner for ParsedSigner {
     }
 }
 
+/// The public half of a signing key, as verifiers use it: the JWK the JWKS publishes and the
+/// key that checks signatures. Both come from the stored SubjectPublicKeyInfo, and the
+/// checking key is rebuilt from the JWK itself, so callsign verifies with exactly what it
+/// publishes.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    pub kid: String,
+    pub algorithm: SigningAlgorithm,
+    pub jwk: Jwk,
+    pub decoding: DecodingKey,
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    pub fn from_spki(
+        kid: &str,
+        algorithm: SigningAlgorithm,
+        spki_der: &[u8],
+    ) -> anyhow::Result<Self> {
+        // jsonwebtoken reads SubjectPublicKeyInfo only as PEM.
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(spki_der)
+        );
+        let parsed = match algorithm {
+            SigningAlgorithm::EdDsa => DecodingKey::from_ed_pem(pem.as_bytes()),
+            SigningAlgorithm::Es256 => DecodingKey::from_ec_pem(pem.as_bytes()),
+            SigningAlgorithm::Rs256 => DecodingKey::from_rsa_pem(pem.as_bytes()),
+        }
+        .with_context(|| format!("reading the {algorithm} public key {kid}"))?;
+        let mut jwk = Jwk::from_decoding_key(&parsed, Some(algorithm.jwt_algorithm()))
+            .with_context(|| format!("describing the public key {kid} as a JWK"))?;
+        jwk.common.key_id = Some(kid.to_owned());
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        let decoding = DecodingKey::from_jwk(&jwk)
+            .with_context(|| format!("reading the JWK of public key {kid}"))?;
+        Ok(Self {
+            kid: kid.to_owned(),
+            algorithm,
+            jwk,
+            decoding,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use jsonwebtoken::{DecodingKey, Header, Validation};
+
+    /// A compact JWS signed with the parsed key, as the token service assembles it.
+    fn sign(key: &SigningKeyMaterial) -> String {
+        let b64 = |bytes: &[u8]| {
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+        };
+        let header =
+            serde_json::to_vec(&Header::new(key.algorithm.jwt_algorithm())).expect("header");
+        let claims = serde_json::json!({"sub": "x", "exp": 4_000_000_000u64});
+        let message = format!(
+            "{}.{}",
+            b64(&header),
+            b64(&serde_json::to_vec(&claims).expect("claims"))
+        );
+        let signer = key.signer().expect("signer");
+        assert_eq!(JwtSigner::algorithm(&signer), key.algorithm.jwt_algorithm());
+        let signature = signer.try_sign(message.as_bytes()).expect("sign");
+        format!("{message}.{}", b64(&signature))
+    }
 
     #[test]
     fn every_algorithm_signs_tokens_its_public_key_verifies() {
@@ -176,21 +250,7 @@ mod tests {
             SigningAlgorithm::Rs256,
         ] {
             let key = SigningKeyMaterial::generate(algorithm).expect("generate");
-            let b64 = |bytes: &[u8]| {
-                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
-            };
-            let header =
-                serde_json::to_vec(&Header::new(algorithm.jwt_algorithm())).expect("header");
-            let claims = serde_json::json!({"sub": "x", "exp": 4_000_000_000u64});
-            let message = format!(
-                "{}.{}",
-                b64(&header),
-                b64(&serde_json::to_vec(&claims).expect("claims"))
-            );
-            let signer = key.signer().expect("signer");
-            assert_eq!(JwtSigner::algorithm(&signer), algorithm.jwt_algorithm());
-            let signature = signer.try_sign(message.as_bytes()).expect("sign");
-            let token = format!("{message}.{}", b64(&signature));
+            let token = sign(&key);
             let spki = key.public_key_der.as_slice();
             let decoding = match algorithm {
                 SigningAlgorithm::EdDsa => DecodingKey::from_ed_der(&spki[spki.len() - 32..]),
@@ -205,6 +265,39 @@ mod tests {
             };
             let validation = Validation::new(algorithm.jwt_algorithm());
             jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation)
+                .unwrap_or_else(|e| panic!("{algorithm}: {e}"));
+        }
+    }
+
+    #[test]
+    fn published_jwks_verify_what_the_private_keys_sign() {
+        for (algorithm, kty) in [
+            (SigningAlgorithm::EdDsa, "OKP"),
+            (SigningAlgorithm::Es256, "EC"),
+            (SigningAlgorithm::Rs256, "RSA"),
+        ] {
+            let key = SigningKeyMaterial::generate(algorithm).expect("generate");
+            let verifying =
+                VerifyingKey::from_spki("k1", algorithm, &key.public_key_der).expect("jwk");
+            let jwk = serde_json::to_value(&verifying.jwk).expect("json");
+            assert_eq!(jwk["kty"], kty, "{jwk}");
+            assert_eq!(jwk["kid"], "k1");
+            assert_eq!(jwk["use"], "sig");
+            assert_eq!(jwk["alg"], algorithm.as_str());
+            for private in ["d", "p", "q", "dp", "dq", "qi"] {
+                assert!(
+                    jwk.get(private).is_none(),
+                    "{algorithm}: {private} published"
+                );
+            }
+            let token = sign(&key);
+            // What a client library does: parse the published JWK and verify with it.
+            let parsed: Jwk = serde_json::from_value(jwk).expect("parse jwk");
+            let decoding = DecodingKey::from_jwk(&parsed).expect("decoding key");
+            let validation = Validation::new(algorithm.jwt_algorithm());
+            jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation)
+                .unwrap_or_else(|e| panic!("{algorithm}: {e}"));
+            jsonwebtoken::decode::<serde_json::Value>(&token, &verifying.decoding, &validation)
                 .unwrap_or_else(|e| panic!("{algorithm}: {e}"));
         }
     }

@@ -65,6 +65,7 @@ string_enum!(
         TokenRevoke = "token.revoke",
         TenantCreate = "tenant.create",
         TenantUpdate = "tenant.update",
+        SigningKeyRotate = "signing_key.rotate",
         AuthFailure = "auth.failure",
         AuditPurge = "audit.purge",
     }

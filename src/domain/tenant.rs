@@ -103,17 +103,26 @@ impl Hostname {
 
     /// The host of a `Host` header value: the port and any IPv6 brackets removed, lowercased.
     /// Returns `None` for a value that is not a host at all.
+    ///
+    /// The JS SDK (`@azure/communication-common`) appends the port to a host that already has
+    /// it, and sends and signs `Host: example.com:8443:8443` for an endpoint with a port; that
+    /// repeated port is dropped too.
     pub fn from_host_header(value: &str) -> Option<Self> {
+        fn strip_port(value: &str) -> Option<(&str, &str)> {
+            value
+                .rsplit_once(':')
+                .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        }
         let host = if let Some(rest) = value.strip_prefix('[') {
             rest.split(']').next()?
         } else {
-            value.rsplit_once(':').map_or(value, |(h, port)| {
-                if port.chars().all(|c| c.is_ascii_digit()) {
-                    h
-                } else {
-                    value
-                }
-            })
+            match strip_port(value) {
+                Some((host, port)) => match strip_port(host) {
+                    Some((twice, again)) if again == port && !port.is_empty() => twice,
+                    _ => host,
+                },
+                None => value,
+            }
         };
         if host.parse::<std::net::Ipv6Addr>().is_ok() {
             return Some(Self(host.to_ascii_lowercase()));
@@ -143,6 +152,12 @@ mod tests {
         assert_eq!(h("Acme.Example.com").as_deref(), Some("acme.example.com"));
         assert_eq!(h("[::1]:8443").as_deref(), Some("::1"));
         assert_eq!(h("bad host:1"), None);
+        // As the JS SDK sends it for an endpoint with a port.
+        assert_eq!(h("127.0.0.2:8443:8443").as_deref(), Some("127.0.0.2"));
+        assert_eq!(h("acme.test:8443:8443").as_deref(), Some("acme.test"));
+        assert_eq!(h("[::1]:8443:8443").as_deref(), Some("::1"));
+        assert_eq!(h("acme.test:8443:9443"), None);
+        assert_eq!(h("acme.test:").as_deref(), Some("acme.test"));
     }
 
     #[test]

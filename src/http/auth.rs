@@ -52,13 +52,7 @@ impl FromRequest for Authenticated {
                 .app_data::<web::Data<AppState>>()
                 .ok_or_else(ApiError::internal)?
                 .clone();
-            let host = request_host(&req)
-                .ok_or_else(|| ApiError::validation("The request has no valid Host header."))?;
-            let tenant = state
-                .directory
-                .resolve(&Hostname::from_host_header(&host).ok_or_else(|| {
-                    ApiError::validation("The request's Host header is not a valid host name.")
-                })?)
+            let (host, tenant) = resolve_tenant(&req, &state)?
                 .ok_or_else(|| ApiError::unauthenticated("No tenant serves this host name."))?;
             let origin = super::origin::of(&req);
             let body = read_body(&req, &mut payload, state.limits.max_body_bytes).await?;
@@ -82,6 +76,20 @@ impl FromRequest for Authenticated {
             }
         })
     }
+}
+
+/// The host the request addressed (with port, as a client signs it) and the tenant that
+/// serves it, if any. A missing or malformed `Host` is a 400.
+pub(super) fn resolve_tenant(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<Option<(String, Arc<Tenant>)>, ApiError> {
+    let host = request_host(req)
+        .ok_or_else(|| ApiError::validation("The request has no valid Host header."))?;
+    let hostname = Hostname::from_host_header(&host).ok_or_else(|| {
+        ApiError::validation("The request's Host header is not a valid host name.")
+    })?;
+    Ok(state.directory.resolve(&hostname).map(|t| (host, t)))
 }
 
 /// The host the client addressed, with port, as it signed it: the `Host` header (HTTP/1.1)

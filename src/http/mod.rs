@@ -9,6 +9,7 @@ mod health;
 mod identities;
 pub mod origin;
 mod query;
+mod verification;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use actix_web::web;
 use crate::service::audit::{AuditService, FailureRecorder};
 use crate::service::directory::TenantDirectory;
 use crate::service::identities::IdentityService;
+use crate::service::revocations::RevocationIndex;
 use crate::store::Repository;
 
 pub use error::ApiError;
@@ -46,6 +48,8 @@ pub struct AppState {
     pub identities: IdentityService,
     pub audit: AuditService,
     pub failures: FailureRecorder,
+    /// Revocation watermarks and tombstones, for introspection.
+    pub revocations: Arc<RevocationIndex>,
     pub repo: Arc<dyn Repository>,
     pub limits: Limits,
 }
@@ -54,6 +58,7 @@ pub struct AppState {
 pub fn configure(config: &mut web::ServiceConfig) {
     identities::configure(config);
     audit::configure(config);
+    verification::configure(config);
     health::configure(config);
     config.default_service(web::to(|| async {
         Err::<actix_web::HttpResponse, _>(ApiError::not_found("No such route."))

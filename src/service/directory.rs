@@ -15,7 +15,8 @@ use sha2::Sha256;
 use tokio::sync::Mutex;
 
 use crate::crypto::master_key::MasterKey;
-use crate::domain::{Hostname, KeySlot, TenantId};
+use crate::crypto::signing::VerifyingKey;
+use crate::domain::{Hostname, KeySlot, TenantId, Timestamp};
 use crate::store::{Repository, TenantRecord};
 
 use super::tenants::{open_access_key, open_current_signing_key};
@@ -53,6 +54,23 @@ pub struct Tenant {
     pub audience: String,
     keys: Vec<(KeySlot, Hmac<Sha256>)>,
     signer: TokenSigner,
+    /// Every key whose tokens may still verify, oldest first; see [`PublishedKey`].
+    verifying_keys: Vec<PublishedKey>,
+}
+
+/// A tenant's public signing key and until when it is published.
+#[derive(Debug, Clone)]
+pub struct PublishedKey {
+    pub key: VerifyingKey,
+    /// When the key leaves the JWKS (and stops verifying): set by a rotation to the moment
+    /// every token the key can have signed has expired. `None` while it signs.
+    pub retired_at: Option<Timestamp>,
+}
+
+impl PublishedKey {
+    pub fn is_published(&self, now: Timestamp) -> bool {
+        self.retired_at.is_none_or(|retired| now < retired)
+    }
 }
 
 impl std::fmt::Debug for Tenant {
@@ -65,7 +83,7 @@ impl std::fmt::Debug for Tenant {
 }
 
 impl Tenant {
-    fn from_record(
+    pub(crate) fn from_record(
         record: &TenantRecord,
         master_key: &MasterKey,
         endpoints: &Endpoints,
@@ -77,6 +95,22 @@ impl Tenant {
             keys.push((slot, Hmac::<Sha256>::new_from_slice(key.as_bytes())?));
         }
         let (kid, material) = open_current_signing_key(record, master_key)?;
+        let loaded_at = Timestamp::now();
+        let mut verifying_keys = Vec::with_capacity(record.signing_keys.len());
+        for key in &record.signing_keys {
+            let published = PublishedKey {
+                key: VerifyingKey::from_spki(
+                    &key.kid,
+                    key.algorithm.parse()?,
+                    &key.public_key_der,
+                )?,
+                retired_at: key.retired_at,
+            };
+            // Keys retired for good need not be kept; later instants only retire more.
+            if published.is_published(loaded_at) {
+                verifying_keys.push(published);
+            }
+        }
         Ok(Self {
             id: record.id,
             name: record.name.clone(),
@@ -86,7 +120,26 @@ impl Tenant {
             audience: format!("callsign:{}", record.id),
             keys,
             signer: TokenSigner::new(&kid, &material)?,
+            verifying_keys,
         })
+    }
+
+    /// The keys published at `now` (what the JWKS lists), oldest first.
+    pub fn published_keys(&self, now: Timestamp) -> impl Iterator<Item = &VerifyingKey> {
+        self.verifying_keys
+            .iter()
+            .filter(move |k| k.is_published(now))
+            .map(|k| &k.key)
+    }
+
+    /// The key `kid` of this tenant, if it is published at `now`.
+    pub fn verifying_key(&self, kid: &str, now: Timestamp) -> Option<&VerifyingKey> {
+        self.published_keys(now).find(|k| k.kid == kid)
+    }
+
+    /// Every key this tenant loaded with its retirement time (for tests and the CLI).
+    pub fn verifying_keys(&self) -> &[PublishedKey] {
+        &self.verifying_keys
     }
 
     /// Which access key, if any, produced `signature` over `message`. Both keys are always

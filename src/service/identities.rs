@@ -19,6 +19,7 @@ use super::audit::Caller;
 
 use super::directory::Tenant;
 use super::group_commit::GroupCommit;
+use super::revocations::RevocationIndex;
 use super::tokens::IssuedToken;
 use super::{ServiceError, ServiceResult};
 
@@ -41,6 +42,9 @@ pub struct CreatedIdentity {
 pub struct IdentityService {
     repo: Arc<dyn Repository>,
     batches: GroupCommit,
+    /// Revokes and deletes update it before they answer, so introspection on this server
+    /// reflects them at once.
+    revocations: Arc<RevocationIndex>,
 }
 
 fn not_found(id: &IdentityId) -> ServiceError {
@@ -48,8 +52,16 @@ fn not_found(id: &IdentityId) -> ServiceError {
 }
 
 impl IdentityService {
-    pub fn new(repo: Arc<dyn Repository>, batches: GroupCommit) -> Self {
-        Self { repo, batches }
+    pub fn new(
+        repo: Arc<dyn Repository>,
+        batches: GroupCommit,
+        revocations: Arc<RevocationIndex>,
+    ) -> Self {
+        Self {
+            repo,
+            batches,
+            revocations,
+        }
     }
 
     pub async fn create(
@@ -169,9 +181,15 @@ impl IdentityService {
     ) -> ServiceResult<()> {
         let details = json!({"revokedBefore": now.to_rfc3339()});
         let event = identity_event(caller, id, Operation::TokenRevoke, now, details);
-        if id.tenant() != tenant.id || !self.repo.revoke_tokens(id, now, &event).await? {
+        if id.tenant() != tenant.id {
             return Err(not_found(&id));
         }
+        let mark = self
+            .repo
+            .revoke_tokens(id, now, &event)
+            .await?
+            .ok_or_else(|| not_found(&id))?;
+        self.revocations.apply(mark);
         Ok(())
     }
 
@@ -183,9 +201,15 @@ impl IdentityService {
         now: Timestamp,
     ) -> ServiceResult<()> {
         let event = identity_event(caller, id, Operation::IdentityDelete, now, json!({}));
-        if id.tenant() != tenant.id || !self.repo.delete_identity(id, now, &event).await? {
+        if id.tenant() != tenant.id {
             return Err(not_found(&id));
         }
+        let mark = self
+            .repo
+            .delete_identity(id, now, &event)
+            .await?
+            .ok_or_else(|| not_found(&id))?;
+        self.revocations.apply(mark);
         Ok(())
     }
 }

@@ -6,8 +6,10 @@ pub mod audit;
 pub mod directory;
 pub mod group_commit;
 pub mod identities;
+pub mod revocations;
 pub mod tenants;
 pub mod tokens;
+pub mod verification;
 
 use crate::domain::ParseError;
 use crate::store::StoreError;

@@ -2,7 +2,7 @@
 
 use crate::crypto::master_key::MasterKey;
 use crate::crypto::signing::{SigningAlgorithm, SigningKeyMaterial};
-use crate::domain::{AccessKey, Hostname, KeySlot, TenantId, TenantName, Timestamp};
+use crate::domain::{AccessKey, ExpiryMinutes, Hostname, KeySlot, TenantId, TenantName, Timestamp};
 use crate::store::{AccessKeyRecord, Repository, SigningKeyRecord, TenantRecord};
 
 use super::audit::Caller;
@@ -41,6 +41,30 @@ pub async fn create_tenant(
     caller: &Caller,
     now: Timestamp,
 ) -> ServiceResult<CreatedTenant> {
+    let created = new_tenant(master_key, spec, now)?;
+    let record = &created.record;
+    let event = caller.event(
+        record.id,
+        Operation::TenantCreate,
+        None,
+        now,
+        serde_json::json!({
+            "name": record.name,
+            "hostnames": record.hostnames,
+            "isDefault": record.is_default,
+            "signingKey": {"kid": record.signing_keys[0].kid, "algorithm": record.signing_keys[0].algorithm},
+        }),
+    );
+    repo.insert_tenant(record, &event).await?;
+    Ok(created)
+}
+
+/// A tenant's record with fresh keys, sealed, not yet stored.
+pub(crate) fn new_tenant(
+    master_key: &MasterKey,
+    spec: NewTenant,
+    now: Timestamp,
+) -> ServiceResult<CreatedTenant> {
     let mut hostnames: Vec<String> = Vec::with_capacity(spec.hostnames.len());
     for hostname in spec.hostnames {
         if hostnames.iter().any(|h| h == hostname.as_str()) {
@@ -77,19 +101,6 @@ pub async fn create_tenant(
         signing_keys: vec![signing_key],
         audit_retention_days: None,
     };
-    let event = caller.event(
-        id,
-        Operation::TenantCreate,
-        None,
-        now,
-        serde_json::json!({
-            "name": record.name,
-            "hostnames": record.hostnames,
-            "isDefault": record.is_default,
-            "signingKey": {"kid": record.signing_keys[0].kid, "algorithm": record.signing_keys[0].algorithm},
-        }),
-    );
-    repo.insert_tenant(&record, &event).await?;
     Ok(CreatedTenant {
         record,
         primary_key,
@@ -97,7 +108,7 @@ pub async fn create_tenant(
     })
 }
 
-fn new_signing_key(
+pub(crate) fn new_signing_key(
     tenant: TenantId,
     algorithm: SigningAlgorithm,
     master_key: &MasterKey,
@@ -115,6 +126,76 @@ fn new_signing_key(
         public_key_der: material.public_key_der,
         created_at: now,
         retired_at: None,
+    })
+}
+
+/// How long a key superseded by a rotation stays published: the longest a token lives, plus a
+/// margin. Instances that have not yet picked the rotation up keep signing with the old key
+/// until their next refresh (a fraction of a second, longer only while they cannot reach the
+/// database, when they cannot record tokens either), and clocks of instances may disagree.
+pub const ROTATION_MARGIN_MS: i64 = 15 * 60_000;
+pub const SUPERSEDED_KEY_RETENTION_MS: i64 = ExpiryMinutes::MAX * 60_000 + ROTATION_MARGIN_MS;
+
+/// The outcome of a signing-key rotation.
+#[derive(Debug, Clone)]
+pub struct RotatedKey {
+    pub kid: String,
+    pub algorithm: SigningAlgorithm,
+    /// The keys it superseded, which stay published until this instant.
+    pub superseded: Vec<String>,
+    pub superseded_until: Timestamp,
+}
+
+/// Gives `tenant` a new signing key: tokens are signed with it from now on (on every server
+/// within a refresh interval), while the keys it supersedes stay published, and verify, until
+/// every token they can have signed has expired. `algorithm` defaults to the current key's.
+pub async fn rotate_signing_key(
+    repo: &dyn Repository,
+    master_key: &MasterKey,
+    tenant: &TenantRecord,
+    algorithm: Option<SigningAlgorithm>,
+    caller: &Caller,
+    now: Timestamp,
+) -> ServiceResult<RotatedKey> {
+    let current: Vec<&SigningKeyRecord> = tenant
+        .signing_keys
+        .iter()
+        .filter(|k| k.retired_at.is_none())
+        .collect();
+    let algorithm = match (algorithm, current.last()) {
+        (Some(algorithm), _) => algorithm,
+        (None, Some(key)) => key.algorithm.parse()?,
+        (None, None) => SigningAlgorithm::default(),
+    };
+    let key = new_signing_key(tenant.id, algorithm, master_key, now)?;
+    let superseded_until = Timestamp::from_millis(now.millis() + SUPERSEDED_KEY_RETENTION_MS);
+    let superseded: Vec<&str> = current.iter().map(|k| k.kid.as_str()).collect();
+    let event = caller.event(
+        tenant.id,
+        Operation::SigningKeyRotate,
+        None,
+        now,
+        serde_json::json!({
+            "kid": key.kid,
+            "algorithm": key.algorithm,
+            "superseded": superseded,
+            "supersededPublishedUntil": superseded_until.to_rfc3339(),
+        }),
+    );
+    if !repo
+        .rotate_signing_key(tenant.id, &key, superseded_until, &event)
+        .await?
+    {
+        return Err(ServiceError::NotFound(format!(
+            "tenant '{}' no longer exists",
+            tenant.name
+        )));
+    }
+    Ok(RotatedKey {
+        kid: key.kid,
+        algorithm,
+        superseded: current.iter().map(|k| k.kid.clone()).collect(),
+        superseded_until,
     })
 }
 

@@ -22,8 +22,8 @@ use crate::domain::{IdentityId, TenantId, Timestamp};
 
 pub use records::{
     AccessKeyRecord, AuditChainState, AuditQuery, BatchOp, BatchOutcome, CreateIdentity,
-    IdentityRecord, InsertIdentityOutcome, NewIdentity, SigningKeyRecord, TenantRecord, TokenIssue,
-    TokenRecord,
+    IdentityChange, IdentityRecord, InsertIdentityOutcome, NewIdentity, RevocationMark,
+    SigningKeyRecord, TenantRecord, TokenIssue, TokenRecord,
 };
 
 /// Which SQL dialect a store speaks.
@@ -62,6 +62,11 @@ impl From<sqlx::Error> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How many of the newest identity changes the change log keeps. Servers poll it every few
+/// hundred milliseconds; one that falls further behind than this reloads the watermarks from
+/// `identities` instead.
+pub const IDENTITY_CHANGES_KEPT: i64 = 100_000;
 
 /// The repository interface both dialects implement and the same test suite runs against.
 #[async_trait]
@@ -102,21 +107,50 @@ pub trait Repository: Send + Sync + 'static {
     /// A live (not deleted) identity.
     async fn find_identity(&self, id: IdentityId) -> StoreResult<Option<IdentityRecord>>;
 
-    /// Turns a live identity into a tombstone (personal data removed, every token revoked)
-    /// and records `event`. Returns false, writing nothing, when there was no live identity.
+    /// Turns a live identity into a tombstone (personal data removed, every token revoked),
+    /// appends the change to the identity change log and records `event`, in one
+    /// transaction. Returns the tombstone's mark, or `None` (writing nothing) when there was
+    /// no live identity.
     async fn delete_identity(
         &self,
         id: IdentityId,
         at: Timestamp,
         event: &AuditEvent,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<RevocationMark>>;
 
-    /// Moves a live identity's revocation watermark to `at` and records `event`. Returns
-    /// false, writing nothing, when there was no live identity.
+    /// Moves a live identity's revocation watermark to `at` (never backwards), appends the
+    /// change to the identity change log and records `event`, in one transaction. Returns
+    /// the resulting mark, or `None` (writing nothing) when there was no live identity.
     async fn revoke_tokens(
         &self,
         id: IdentityId,
         at: Timestamp,
+        event: &AuditEvent,
+    ) -> StoreResult<Option<RevocationMark>>;
+
+    /// The sequence number of the newest identity change, read first, and then the mark of
+    /// every identity whose watermark is at or after `since`. A change committed between the
+    /// two reads shows up in both, which is harmless: marks merge.
+    async fn load_revocation_marks(
+        &self,
+        since: Timestamp,
+    ) -> StoreResult<(i64, Vec<RevocationMark>)>;
+
+    /// Up to `limit` identity changes with a sequence number above `after`, oldest first.
+    async fn identity_changes_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<IdentityChange>>;
+
+    /// Adds `key` as the tenant's signing key and sets `retired_at` to `retire_others_at` on
+    /// every key of the tenant that had none, in one transaction that also moves the change
+    /// epoch. Returns false when the tenant does not exist.
+    async fn rotate_signing_key(
+        &self,
+        tenant: TenantId,
+        key: &SigningKeyRecord,
+        retire_others_at: Timestamp,
         event: &AuditEvent,
     ) -> StoreResult<bool>;
 

@@ -136,3 +136,20 @@ pub enum BatchOutcome {
     /// Whether the token was recorded (false: its identity is missing or deleted).
     Issued(bool),
 }
+
+/// What a revoke or delete left on an identity: its revocation watermark (every token issued
+/// at or before it is revoked) and whether it is a tombstone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevocationMark {
+    pub identity: IdentityId,
+    pub tokens_revoked_before: Timestamp,
+    pub deleted: bool,
+}
+
+/// One row of the identity change log, as running servers poll it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityChange {
+    /// Gapless and in commit order.
+    pub seq: i64,
+    pub mark: RevocationMark,
+}

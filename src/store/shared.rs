@@ -4,6 +4,37 @@
 //! `impl_repository!`. Only what differs (pool setup, the batched token insert) lives in
 //! `sqlite.rs` and `postgres.rs`.
 
+/// Appends `$mark` to the identity change log inside the transaction `$tx`: takes the next
+/// sequence number from `identity_change_head` (the row lock orders concurrent writers, so
+/// numbers are gapless and committed in order), writes the row, and prunes rows older than the
+/// newest [`IDENTITY_CHANGES_KEPT`](crate::store::IDENTITY_CHANGES_KEPT).
+macro_rules! append_identity_change {
+    ($tx:ident, $mark:expr, $at:expr) => {{
+        let mark: $crate::store::RevocationMark = $mark;
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE identity_change_head SET seq = seq + 1 WHERE id = 1 RETURNING seq",
+        )
+        .fetch_one(&mut *$tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO identity_changes (seq, tenant_id, identity_id, tokens_revoked_before, \
+             deleted, changed_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(seq)
+        .bind(mark.identity.tenant().as_uuid())
+        .bind(mark.identity.local())
+        .bind(mark.tokens_revoked_before.millis())
+        .bind(mark.deleted)
+        .bind($at.millis())
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query("DELETE FROM identity_changes WHERE seq <= $1")
+            .bind(seq - $crate::store::IDENTITY_CHANGES_KEPT)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+
 /// Expands to `impl Repository for $store` with the shared methods plus the dialect-specific
 /// items given in braces. `$store` must have a `pool` field of a sqlx pool type whose
 /// connections are `$conn`, and inherent items `begin_write()` (a transaction that holds the
@@ -390,12 +421,18 @@ macro_rules! impl_repository {
                 id: $crate::domain::IdentityId,
                 at: $crate::domain::Timestamp,
                 event: &$crate::domain::audit::AuditEvent,
-            ) -> $crate::store::StoreResult<bool> {
+            ) -> $crate::store::StoreResult<Option<$crate::store::RevocationMark>> {
+                // The watermark never moves back, even if clocks of two instances disagree.
                 self.audited_identity_update(
-                    "UPDATE identities SET deleted_at = $3, external_id = NULL, tokens_revoked_before = $3 \
-                     WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL",
+                    "UPDATE identities SET deleted_at = $3, external_id = NULL, \
+                       tokens_revoked_before = CASE \
+                         WHEN tokens_revoked_before IS NULL OR tokens_revoked_before < $3 THEN $3 \
+                         ELSE tokens_revoked_before END \
+                     WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL \
+                     RETURNING tokens_revoked_before",
                     id,
                     at,
+                    true,
                     event,
                 )
                 .await
@@ -406,18 +443,136 @@ macro_rules! impl_repository {
                 id: $crate::domain::IdentityId,
                 at: $crate::domain::Timestamp,
                 event: &$crate::domain::audit::AuditEvent,
-            ) -> $crate::store::StoreResult<bool> {
+            ) -> $crate::store::StoreResult<Option<$crate::store::RevocationMark>> {
                 // The watermark never moves back, even if clocks of two instances disagree.
                 self.audited_identity_update(
                     "UPDATE identities SET tokens_revoked_before = CASE \
                        WHEN tokens_revoked_before IS NULL OR tokens_revoked_before < $3 THEN $3 \
                        ELSE tokens_revoked_before END \
-                     WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL",
+                     WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL \
+                     RETURNING tokens_revoked_before",
                     id,
                     at,
+                    false,
                     event,
                 )
                 .await
+            }
+
+            async fn load_revocation_marks(
+                &self,
+                since: $crate::domain::Timestamp,
+            ) -> $crate::store::StoreResult<(i64, Vec<$crate::store::RevocationMark>)> {
+                use sqlx::Row as _;
+                use $crate::domain::{IdentityId, TenantId, Timestamp};
+                // The head first: a change committed after it is polled later even if the
+                // read below already saw it.
+                let head: i64 =
+                    sqlx::query_scalar("SELECT seq FROM identity_change_head WHERE id = 1")
+                        .fetch_one(&self.pool)
+                        .await?;
+                let rows = sqlx::query(
+                    "SELECT tenant_id, identity_id, tokens_revoked_before, deleted_at FROM identities \
+                     WHERE tokens_revoked_before IS NOT NULL AND tokens_revoked_before >= $1",
+                )
+                .bind(since.millis())
+                .fetch_all(&self.pool)
+                .await?;
+                let mut marks = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let deleted_at: Option<i64> = row.try_get("deleted_at")?;
+                    marks.push($crate::store::RevocationMark {
+                        identity: IdentityId::from_parts(
+                            TenantId::from_uuid(row.try_get("tenant_id")?),
+                            row.try_get("identity_id")?,
+                        ),
+                        tokens_revoked_before: Timestamp::from_millis(
+                            row.try_get("tokens_revoked_before")?,
+                        ),
+                        deleted: deleted_at.is_some(),
+                    });
+                }
+                Ok((head, marks))
+            }
+
+            async fn identity_changes_after(
+                &self,
+                after: i64,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::IdentityChange>> {
+                use sqlx::Row as _;
+                use $crate::domain::{IdentityId, TenantId, Timestamp};
+                let rows = sqlx::query(
+                    "SELECT seq, tenant_id, identity_id, tokens_revoked_before, deleted \
+                     FROM identity_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| -> Result<_, sqlx::Error> {
+                        Ok($crate::store::IdentityChange {
+                            seq: row.try_get("seq")?,
+                            mark: $crate::store::RevocationMark {
+                                identity: IdentityId::from_parts(
+                                    TenantId::from_uuid(row.try_get("tenant_id")?),
+                                    row.try_get("identity_id")?,
+                                ),
+                                tokens_revoked_before: Timestamp::from_millis(
+                                    row.try_get("tokens_revoked_before")?,
+                                ),
+                                deleted: row.try_get("deleted")?,
+                            },
+                        })
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(Into::into)
+            }
+
+            async fn rotate_signing_key(
+                &self,
+                tenant: $crate::domain::TenantId,
+                key: &$crate::store::SigningKeyRecord,
+                retire_others_at: $crate::domain::Timestamp,
+                event: &$crate::domain::audit::AuditEvent,
+            ) -> $crate::store::StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let mut chain = Self::lock_chains(&mut *tx, [tenant]).await?;
+                let exists: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM tenants WHERE tenant_id = $1")
+                        .bind(tenant.as_uuid())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if exists == 0 {
+                    return Ok(false);
+                }
+                sqlx::query("UPDATE change_epoch SET epoch = epoch + 1 WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE signing_keys SET retired_at = $2 WHERE tenant_id = $1 AND retired_at IS NULL",
+                )
+                .bind(tenant.as_uuid())
+                .bind(retire_others_at.millis())
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, tenant_id, algorithm, sealed_private_key, \
+                     public_key_der, created_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&key.kid)
+                .bind(tenant.as_uuid())
+                .bind(&key.algorithm)
+                .bind(&key.sealed_private_key)
+                .bind(&key.public_key_der)
+                .bind(key.created_at.millis())
+                .bind(key.retired_at.map(|t| t.millis()))
+                .execute(&mut *tx)
+                .await?;
+                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn set_audit_retention(
@@ -554,30 +709,38 @@ macro_rules! impl_repository {
         }
 
         impl $store {
-            /// Runs a one-row identity UPDATE (`$1` tenant, `$2` identity, `$3` time) and
-            /// records `event` with it; writes nothing when no live identity matched.
+            /// Runs a one-row identity UPDATE (`$1` tenant, `$2` identity, `$3` time,
+            /// `RETURNING tokens_revoked_before`), logs the resulting mark for other servers'
+            /// revocation indexes and records `event`, all in one transaction; writes nothing
+            /// when no live identity matched.
             async fn audited_identity_update(
                 &self,
                 sql: &'static str,
                 id: $crate::domain::IdentityId,
                 at: $crate::domain::Timestamp,
+                deleted: bool,
                 event: &$crate::domain::audit::AuditEvent,
-            ) -> $crate::store::StoreResult<bool> {
+            ) -> $crate::store::StoreResult<Option<$crate::store::RevocationMark>> {
                 let mut tx = self.begin_write().await?;
                 let mut chain = Self::lock_chains(&mut *tx, [id.tenant()]).await?;
-                let affected = sqlx::query(sql)
+                let watermark: Option<i64> = sqlx::query_scalar(sql)
                     .bind(id.tenant().as_uuid())
                     .bind(id.local())
                     .bind(at.millis())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if affected != 1 {
-                    return Ok(false);
-                }
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(watermark) = watermark else {
+                    return Ok(None);
+                };
+                let mark = $crate::store::RevocationMark {
+                    identity: id,
+                    tokens_revoked_before: $crate::domain::Timestamp::from_millis(watermark),
+                    deleted,
+                };
+                append_identity_change!(tx, mark, at);
                 Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(event)).await?;
                 tx.commit().await?;
-                Ok(true)
+                Ok(Some(mark))
             }
         }
 

@@ -6,9 +6,16 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use std::sync::Arc;
+
 use callsign::config::{ListenAddr, LogFormat, Settings};
+use callsign::crypto::master_key::MasterKey;
 use callsign::crypto::signing::SigningAlgorithm;
+use callsign::domain::{ExpiryMinutes, IdentityId, ScopeSet, Timestamp};
+use callsign::service::tenants::open_current_signing_key;
+use callsign::service::tokens::{TokenIssuer, TokenSigner};
 use callsign::startup::Application;
+use callsign::store::{Repository, TenantRecord};
 use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -340,6 +347,68 @@ impl TestServer {
         }
     }
 
+    /// Starts another server instance on the same database and data directory, as a second
+    /// process of a fleet would run.
+    pub async fn spawn_peer(&self) -> Peer {
+        let app = Application::build(&settings(&self.db))
+            .await
+            .expect("peer starts");
+        let https_port = app.https_port();
+        let handle = app.handle();
+        let task = tokio::spawn(app.run_until_stopped());
+        Peer {
+            handle,
+            task,
+            default: self.default.with_port(https_port),
+        }
+    }
+
+    /// The repository and master key, opened apart from the server, as the CLI opens them.
+    pub async fn open_store(&self) -> (Arc<dyn Repository>, MasterKey) {
+        callsign::bootstrap::open(&settings(&self.db))
+            .await
+            .expect("open the store")
+    }
+
+    /// The tenant named `name`, as stored.
+    pub async fn tenant_record(&self, name: &str) -> TenantRecord {
+        let (repo, _) = self.open_store().await;
+        let record = repo
+            .load_tenants()
+            .await
+            .expect("tenants")
+            .into_iter()
+            .find(|t| t.name == name)
+            .expect("tenant");
+        repo.close().await;
+        record
+    }
+
+    /// A token for `identity` of tenant `tenant`, signed with its current key as if issued at
+    /// `at` for `minutes` (not recorded: introspection never reads the records).
+    pub async fn mint(&self, tenant: &str, identity: &str, at: Timestamp, minutes: i64) -> String {
+        let (repo, master_key) = self.open_store().await;
+        let record = self.tenant_record(tenant).await;
+        repo.close().await;
+        let (kid, material) = open_current_signing_key(&record, &master_key).expect("signing key");
+        let signer = TokenSigner::new(&kid, &material).expect("signer");
+        let issuer = TokenIssuer {
+            tenant: record.id,
+            issuer: &format!("https://127.0.0.1:{}/", self.https_port),
+            audience: &format!("callsign:{}", record.id),
+            signer: &signer,
+        };
+        let (token, _) = issuer
+            .mint(
+                IdentityId::parse(identity).expect("identity id"),
+                &ScopeSet::parse(&["chat"]).expect("scopes"),
+                ExpiryMinutes::parse(Some(minutes)).expect("minutes"),
+                at,
+            )
+            .expect("mint");
+        token.token
+    }
+
     /// The public key (SPKI DER) and algorithm of signing key `kid`.
     pub async fn signing_public_key(&self, kid: &str) -> (Vec<u8>, String) {
         let sql = "SELECT public_key_der, algorithm FROM signing_keys WHERE kid = $1";
@@ -360,6 +429,24 @@ impl TestServer {
                 .await
                 .expect("key")
         }
+    }
+}
+
+/// A second server instance on a [`TestServer`]'s database.
+pub struct Peer {
+    handle: actix_web::dev::ServerHandle,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The default tenant, through this instance.
+    pub default: AcsClient,
+}
+
+impl Peer {
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        self.task
+            .await
+            .expect("peer task")
+            .expect("peer stopped cleanly");
     }
 }
 
@@ -423,6 +510,8 @@ pub struct Request<'a> {
     pub authorization: Option<String>,
     /// Sent as they are, unsigned (as the SDKs send x-ms-client-request-id).
     pub extra_headers: &'a [(&'a str, &'a str)],
+    /// Sent instead of `application/json` (which goes with any non-empty body).
+    pub content_type: Option<&'a str>,
 }
 
 impl<'a> Request<'a> {
@@ -447,6 +536,7 @@ impl<'a> Request<'a> {
             omit: &[],
             authorization: None,
             extra_headers: &[],
+            content_type: None,
         }
     }
 }
@@ -542,7 +632,9 @@ impl AcsClient {
         for (name, value) in request.extra_headers {
             builder = builder.header(*name, *value);
         }
-        if !request.body.is_empty() {
+        if let Some(content_type) = request.content_type {
+            builder = builder.header("content-type", content_type);
+        } else if !request.body.is_empty() {
             builder = builder.header("content-type", "application/json");
         }
         let response = builder.body(request.body).send().await?;
@@ -640,6 +732,64 @@ impl AcsClient {
         (events, pages)
     }
 
+    /// Issues a token and returns it.
+    pub async fn token(&self, id: &str, scopes: &[&str]) -> String {
+        let reply = self
+            .issue_token(id, serde_json::json!({ "scopes": scopes }))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// RFC 7662 introspection, form-encoded as the RFC sends it.
+    pub async fn introspect(&self, token: &str) -> Reply {
+        let body = format!(
+            "token={}",
+            percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC)
+        );
+        self.send(Request {
+            content_type: Some("application/x-www-form-urlencoded"),
+            ..Request::raw(Method::POST, "/oauth2/introspect", body.into_bytes())
+        })
+        .await
+    }
+
+    /// Whether introspection calls `token` active; fails the test on anything but a 200.
+    pub async fn is_active(&self, token: &str) -> bool {
+        let reply = self.introspect(token).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["active"].as_bool().expect("active")
+    }
+
+    /// An unsigned GET (the public documents), optionally conditional on an ETag.
+    pub async fn public_get(&self, path: &str, if_none_match: Option<&str>) -> Reply {
+        let url = format!("{}://{}{}", self.scheme, self.authority(), path);
+        let mut builder = self.http.get(url);
+        if let Some(tag) = if_none_match {
+            builder = builder.header("if-none-match", tag);
+        }
+        let response = builder.send().await.expect("request sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("JSON body")
+        };
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    /// The reqwest client this tenant's requests go through (it trusts the server's
+    /// certificate and resolves the tenant's host name).
+    pub fn http(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
     pub async fn delete_identity(&self, id: &str) -> Reply {
         self.call(
             Method::DELETE,
@@ -666,4 +816,19 @@ pub fn jwt_parts(token: &str) -> (Value, Value) {
         serde_json::from_slice(&bytes).expect("json")
     };
     (decode(parts[0]), decode(parts[1]))
+}
+
+/// The audit event a direct store write needs, as the CLI would record it.
+pub fn cli_event(
+    identity: &str,
+    operation: callsign::domain::audit::Operation,
+) -> callsign::domain::audit::AuditEvent {
+    let id = callsign::domain::IdentityId::parse(identity).expect("identity id");
+    callsign::service::audit::Caller::cli().event(
+        id.tenant(),
+        operation,
+        Some(id.local()),
+        callsign::domain::Timestamp::now(),
+        serde_json::json!({}),
+    )
 }

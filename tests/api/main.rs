@@ -12,5 +12,8 @@ mod authentication;
 mod bad_input;
 mod concurrency;
 mod identities;
+mod invalidation;
 mod persistence;
+mod rotation;
 mod tenants;
+mod verification;
