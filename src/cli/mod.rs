@@ -437,8 +437,8 @@ async fn tenant(settings: &Settings, command: TenantCommand) -> anyhow::Result<(
             let record = find_tenant(&records, &tenant)?;
             let mut out = describe(settings, record);
             if show_keys {
-                let primary = open_access_key(&record, KeySlot::Primary, &master_key)?;
-                let secondary = open_access_key(&record, KeySlot::Secondary, &master_key)?;
+                let primary = open_access_key(record, KeySlot::Primary, &master_key)?;
+                let secondary = open_access_key(record, KeySlot::Secondary, &master_key)?;
                 out.connection_string = Some(connection_string(&out.endpoint, &primary));
                 out.primary_key = Some(primary.to_base64());
                 out.secondary_key = Some(secondary.to_base64());
