@@ -1,8 +1,9 @@
-//! The `callsign` command line: `serve` (the default), `migrate`, and `tenant …`.
+//! The `callsign` command line: `serve` (the default), `migrate`, `tenant …` and `bench`.
 
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use crate::bench::{self, BenchArgs};
 use crate::bootstrap;
 use crate::config::Settings;
 use crate::domain::{Hostname, KeySlot, TenantName, Timestamp};
@@ -34,7 +35,18 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Load a running server with signed requests and report each operation's throughput
+    /// and latency, also as a ratio to the server's ceiling (GET /healthz under the same
+    /// load); or, with --seed, bulk-load identities and token records into the database.
+    /// Exits non-zero when any request failed.
+    #[command(after_help = BENCH_EXAMPLES)]
+    Bench(Box<BenchArgs>),
 }
+
+const BENCH_EXAMPLES: &str = "Examples:
+  callsign bench --connection-string \"$(cat callsign-data/default-connection-string.txt)\"
+  callsign bench --duration 2s --operations issue-token,get-identity --json
+  CALLSIGN_DATABASE_URL=postgres://… callsign bench --seed --identities 1000000 --tokens 10000000";
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
@@ -82,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tenant { command } => tenant(&settings, command).await,
+        Command::Bench(args) => bench::main(&settings, *args).await,
     }
 }
 

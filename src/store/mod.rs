@@ -111,6 +111,20 @@ pub trait Repository: Send + Sync + 'static {
     /// in order, says whether it was written: a record whose identity is missing or deleted
     /// is not, and the others are unaffected.
     async fn insert_token_records(&self, records: &[TokenRecord]) -> StoreResult<Vec<bool>>;
+
+    /// Bulk-loads live identities exactly as given, in one transaction, for load tests on a
+    /// large database (`callsign bench --seed`). No idempotence and no external-id lookup: a
+    /// row that breaks a constraint fails the whole call and nothing of it is written.
+    async fn bulk_insert_identities(&self, identities: &[IdentityRecord]) -> StoreResult<()>;
+
+    /// Bulk-loads issued-token records exactly as given, in one transaction. Every record's
+    /// identity must exist already (the foreign key refuses the whole call otherwise); unlike
+    /// [`Repository::insert_token_records`] nothing checks that it is live or updates it.
+    async fn bulk_insert_token_records(&self, records: &[TokenRecord]) -> StoreResult<()>;
+
+    /// Refreshes the query planner's statistics, after a bulk load changed the tables' sizes
+    /// by orders of magnitude.
+    async fn refresh_statistics(&self) -> StoreResult<()>;
 }
 
 /// Connects to `database_url` (`sqlite://…` or `postgres://…`), applies pending migrations,

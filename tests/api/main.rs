@@ -9,6 +9,7 @@ mod helpers;
 
 mod authentication;
 mod bad_input;
+mod bench;
 mod concurrency;
 mod identities;
 mod persistence;
