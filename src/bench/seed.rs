@@ -158,8 +158,8 @@ pub async fn seed(
         i = chunk_end;
     }
 
-    progress.set_message("analyze");
-    repo.refresh_statistics().await?;
+    progress.set_message("vacuum");
+    repo.finish_bulk_load().await?;
     progress.finish_and_clear();
     Ok(Seeded {
         identities: plan.identities,

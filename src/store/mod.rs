@@ -122,9 +122,10 @@ pub trait Repository: Send + Sync + 'static {
     /// [`Repository::insert_token_records`] nothing checks that it is live or updates it.
     async fn bulk_insert_token_records(&self, records: &[TokenRecord]) -> StoreResult<()>;
 
-    /// Refreshes the query planner's statistics, after a bulk load changed the tables' sizes
-    /// by orders of magnitude.
-    async fn refresh_statistics(&self) -> StoreResult<()>;
+    /// Settles the tables after a bulk load changed their sizes by orders of magnitude: fresh
+    /// planner statistics, and on PostgreSQL a vacuum, so that the first measurements after a
+    /// seed do not pay for setting hint bits on millions of rows or run beside autovacuum.
+    async fn finish_bulk_load(&self) -> StoreResult<()>;
 }
 
 /// Connects to `database_url` (`sqlite://…` or `postgres://…`), applies pending migrations,

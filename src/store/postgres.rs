@@ -175,8 +175,10 @@ impl_repository!(PgStore, {
         .await
     }
 
-    async fn refresh_statistics(&self) -> StoreResult<()> {
-        sqlx::query("ANALYZE identities, issued_tokens")
+    async fn finish_bulk_load(&self) -> StoreResult<()> {
+        // The simple-query protocol: VACUUM must not run inside a (prepared, implicit)
+        // transaction block.
+        sqlx::raw_sql("VACUUM (ANALYZE) identities, issued_tokens")
             .execute(&self.pool)
             .await?;
         Ok(())

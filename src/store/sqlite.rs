@@ -157,7 +157,7 @@ impl_repository!(SqliteStore, {
         Ok(())
     }
 
-    async fn refresh_statistics(&self) -> StoreResult<()> {
+    async fn finish_bulk_load(&self) -> StoreResult<()> {
         // A sampled ANALYZE: a full one would read every row of a seeded database.
         let mut conn = self.pool.acquire().await?;
         sqlx::query("PRAGMA analysis_limit = 1000")
