@@ -5,6 +5,7 @@
 //! tenants, tokens, identities) → `store` (SQL, one implementation per dialect). `domain`
 //! holds the validated types they pass each other.
 
+pub mod bench;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;

@@ -1,10 +1,12 @@
-//! The `callsign` command line: `serve` (the default), `migrate`, `tenant …` and `audit …`.
+//! The `callsign` command line: `serve` (the default), `migrate`, `tenant …`, `audit …`,
+//! `signing-key …` and `bench`.
 
 mod audit;
 
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use crate::bench::{self, BenchArgs};
 use crate::bootstrap;
 use crate::config::Settings;
 use crate::crypto::signing::SigningAlgorithm;
@@ -52,6 +54,12 @@ pub enum Command {
         #[command(subcommand)]
         command: SigningKeyCommand,
     },
+    /// Load a running server with signed requests and report each operation's throughput
+    /// and latency, also as a ratio to the server's ceiling (GET /healthz under the same
+    /// load); or, with --seed, bulk-load identities and token records into the database.
+    /// Exits non-zero when any request failed.
+    #[command(after_help = BENCH_EXAMPLES)]
+    Bench(Box<BenchArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +87,11 @@ pub enum SigningKeyCommand {
         json: bool,
     },
 }
+
+const BENCH_EXAMPLES: &str = "Examples:
+  callsign bench --connection-string \"$(cat callsign-data/default-connection-string.txt)\"
+  callsign bench --duration 2s --operations issue-token,get-identity --json
+  CALLSIGN_DATABASE_URL=postgres://… callsign bench --seed --identities 1000000 --tokens 10000000";
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
@@ -137,6 +150,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant { command } => tenant(&settings, command).await,
         Command::Audit { command } => audit::run(&settings, command).await,
         Command::SigningKey { command } => signing_key(&settings, command).await,
+        Command::Bench(args) => bench::main(&settings, *args).await,
     }
 }
 

@@ -184,6 +184,21 @@ pub trait Repository: Send + Sync + 'static {
         before: Timestamp,
         make_event: &(dyn Fn(u64, i64) -> AuditEvent + Send + Sync),
     ) -> StoreResult<u64>;
+
+    /// Bulk-loads live identities exactly as given, in one transaction, for load tests on a
+    /// large database (`callsign bench --seed`). No idempotence and no external-id lookup: a
+    /// row that breaks a constraint fails the whole call and nothing of it is written.
+    async fn bulk_insert_identities(&self, identities: &[IdentityRecord]) -> StoreResult<()>;
+
+    /// Bulk-loads issued-token records exactly as given, in one transaction. Every record's
+    /// identity must exist already (the foreign key refuses the whole call otherwise); unlike
+    /// [`Repository::commit_batch`] nothing checks that it is live or updates it.
+    async fn bulk_insert_token_records(&self, records: &[TokenRecord]) -> StoreResult<()>;
+
+    /// Settles the tables after a bulk load changed their sizes by orders of magnitude: fresh
+    /// planner statistics, and on PostgreSQL a vacuum, so that the first measurements after a
+    /// seed do not pay for setting hint bits on millions of rows or run beside autovacuum.
+    async fn finish_bulk_load(&self) -> StoreResult<()>;
 }
 
 /// Connects to `database_url` (`sqlite://…` or `postgres://…`), applies pending migrations,

@@ -10,6 +10,7 @@ mod helpers;
 mod audit;
 mod authentication;
 mod bad_input;
+mod bench;
 mod concurrency;
 mod identities;
 mod invalidation;

@@ -1,0 +1,221 @@
+//! `callsign bench`: the load generator against a real server, and the seeder.
+
+use std::time::Duration;
+
+use callsign::bench::{self, ConnectionString, Operation, Plan};
+use serde_json::Value;
+
+use crate::helpers::{Backend, TestServer, encode};
+
+crate::both_backends!(
+    a_short_run_measures_every_operation_without_errors,
+    the_cli_reports_json_over_plain_http,
+    seeding_loads_identities_and_tokens_the_server_serves,
+);
+
+fn default_connection_string(server: &TestServer) -> String {
+    std::fs::read_to_string(server.db.data_dir.join("default-connection-string.txt"))
+        .expect("default connection string")
+}
+
+async fn a_short_run_measures_every_operation_without_errors(backend: Backend) {
+    let server = TestServer::spawn(backend).await;
+    let connection =
+        ConnectionString::parse(&default_connection_string(&server)).expect("connection string");
+    let plan = Plan {
+        endpoint: connection.endpoint,
+        access_key: connection.access_key,
+        connect_to: None,
+        ca_cert: server.db.data_dir.join("tls/cert.pem"),
+        connections: 4,
+        duration: Duration::from_millis(400),
+        warmup: Duration::from_millis(100),
+        operations: Operation::ALL.to_vec(),
+        timeout: Duration::from_secs(30),
+        pool_identities: 20,
+        max_prepared: 2_000,
+        threads: 1,
+        verbose: false,
+    };
+    let report = bench::run(&plan).await.expect("the run completes");
+    let table = report.table();
+    assert_eq!(report.error_count(), 0, "{table}");
+    assert!(report.ceiling.requests_per_second > 0.0, "{table}");
+    assert_eq!(report.operations.len(), Operation::ALL.len(), "{table}");
+    for op in &report.operations {
+        if op.available {
+            assert!(
+                op.requests > 0,
+                "{} measured nothing: {table}",
+                op.operation
+            );
+            assert!(op.ratio_to_ceiling.is_some_and(|r| r > 0.0), "{table}");
+            let latency = op.latency_ms.expect("latency");
+            assert!(
+                latency.p50 <= latency.p99 && latency.p99 <= latency.max,
+                "{table}"
+            );
+        } else {
+            // Only routes built after the ACS API may be missing.
+            assert!(
+                ["introspect-distinct", "introspect-repeated", "audit-query"]
+                    .contains(&op.operation.as_str()),
+                "{} unavailable: {table}",
+                op.operation
+            );
+            assert!(table.contains("not available on this server"), "{table}");
+        }
+    }
+    // What the run wrote is really there: the identities it deleted are tombstones.
+    assert!(
+        server
+            .count("identities WHERE deleted_at IS NOT NULL")
+            .await
+            >= report.operations[8].requests as i64
+    );
+}
+
+async fn the_cli_reports_json_over_plain_http(backend: Backend) {
+    let server = TestServer::spawn(backend).await;
+    let output = server.db.data_dir.join("bench.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callsign"))
+        .args([
+            "bench",
+            "--endpoint",
+            &format!("http://127.0.0.1:{}/", server.http_port),
+            "--connections",
+            "3",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--pool-identities",
+            "10",
+            "--operations",
+            "issue-token,get-identity,audit-query",
+            "--json",
+            "--output",
+        ])
+        .arg(&output)
+        .env(
+            "CALLSIGN_BENCH_CONNECTION_STRING",
+            default_connection_string(&server),
+        )
+        .env("CALLSIGN_DATA_DIR", &server.db.data_dir)
+        .output()
+        .expect("run callsign bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(&output).expect("--output file")).expect("JSON");
+    assert_eq!(printed, written);
+    assert_eq!(
+        printed["settings"]["endpoint"],
+        format!("http://127.0.0.1:{}/", server.http_port)
+    );
+    assert!(printed["ceiling"]["requestsPerSecond"].as_f64() > Some(0.0));
+    let ops = printed["operations"].as_array().expect("operations");
+    let names: Vec<&str> = ops.iter().filter_map(|o| o["operation"].as_str()).collect();
+    assert_eq!(names, ["issue-token", "get-identity", "audit-query"]);
+    for op in &ops[..2] {
+        assert!(op["requestsPerSecond"].as_f64() > Some(0.0), "{op}");
+        assert_eq!(op["errors"], serde_json::json!({}), "{op}");
+    }
+}
+
+async fn seeding_loads_identities_and_tokens_the_server_serves(backend: Backend) {
+    let server = TestServer::spawn(backend).await;
+    // More tokens than one repository call takes, and identities that are not a multiple of
+    // one SQLite statement's rows.
+    let out = server.cli(&[
+        "bench",
+        "--seed",
+        "--identities",
+        "1234",
+        "--tokens",
+        "60001",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("seeded 1234 identities and 60001"));
+    assert_eq!(server.count("identities").await, 1234);
+    assert_eq!(server.count("issued_tokens").await, 60001);
+    assert_eq!(
+        server
+            .count("identities WHERE last_token_issued_at IS NOT NULL AND external_id IS NOT NULL")
+            .await,
+        1234
+    );
+    assert_eq!(
+        server
+            .count(
+                "issued_tokens t WHERE NOT EXISTS (SELECT 1 FROM identities i \
+                 WHERE i.tenant_id = t.tenant_id AND i.identity_id = t.identity_id)"
+            )
+            .await,
+        0
+    );
+
+    // A seeded identity is one the API serves, with the time of its newest seeded token.
+    let fresh = server.default.new_identity().await;
+    let tenant = fresh
+        .strip_prefix("8:acs:")
+        .and_then(|rest| rest.split_once('_'))
+        .expect("id form")
+        .0
+        .to_owned();
+    let seeded = first_seeded_identity(&server).await;
+    let id = format!("8:acs:{tenant}_{seeded}");
+    let reply = server.default.get_identity(&id).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        reply.body["externalId"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("bench-0-")),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body["lastTokenIssuedAt"].is_string(),
+        "{}",
+        reply.body
+    );
+    let issued = server
+        .default
+        .issue_token(&id, serde_json::json!({"scopes": ["chat"]}))
+        .await;
+    assert_eq!(issued.status, 200, "{}", issued.body);
+    assert!(encode(&id).contains("%3A"));
+
+    // Seeding needs identities for its tokens.
+    let out = server.cli(&["bench", "--seed", "--tokens", "5"]);
+    assert!(!out.status.success());
+}
+
+/// The oldest seeded identity's UUID (seeded ones are created months in the past).
+async fn first_seeded_identity(server: &TestServer) -> uuid::Uuid {
+    use sqlx::Connection as _;
+    let sql = "SELECT identity_id FROM identities WHERE external_id LIKE 'bench-%' \
+               ORDER BY created_at LIMIT 1";
+    if server.db.url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(&server.db.url)
+            .await
+            .expect("sqlite");
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .expect("a seeded identity")
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&server.db.url)
+            .await
+            .expect("pg");
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .expect("a seeded identity")
+    }
+}
