@@ -35,8 +35,10 @@ pub use report::{OperationReport, Report};
 pub use target::{ConnectionString, Endpoint};
 pub use workload::{Plan, run};
 
-/// `callsign bench` flags.
+/// `callsign bench` flags, under headings of their own so that `--help` shows them apart
+/// from the server settings every command takes.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Load generator")]
 pub struct BenchArgs {
     /// Connection string of the tenant to load: endpoint=https://host:port/;accesskey=…
     /// (e.g. the content of <data dir>/default-connection-string.txt).
@@ -107,18 +109,22 @@ pub struct BenchArgs {
 
     /// Instead of a load run: bulk-load --identities and --tokens straight into the database
     /// (CALLSIGN_DATABASE_URL), for measuring on a large database.
+    #[arg(help_heading = "Seeding (--seed)")]
     #[arg(long)]
     pub seed: bool,
 
     /// Identities to seed.
+    #[arg(help_heading = "Seeding (--seed)")]
     #[arg(long, requires = "seed", default_value_t = 0)]
     pub identities: u64,
 
     /// Issued-token records to seed, spread round-robin over the seeded identities.
+    #[arg(help_heading = "Seeding (--seed)")]
     #[arg(long, requires = "seed", default_value_t = 0)]
     pub tokens: u64,
 
     /// Tenant (name or id) to seed into [default: the default tenant].
+    #[arg(help_heading = "Seeding (--seed)")]
     #[arg(long, requires = "seed")]
     pub tenant: Option<String>,
 }
