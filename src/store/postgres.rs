@@ -99,6 +99,9 @@ SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[],
     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bytea[])";
 
 impl PgStore {
+    /// PostgreSQL's planner picks the identity index by itself.
+    const AUDIT_BY_IDENTITY: &'static str = "audit_events";
+
     /// Row locks serialise the writers of one tenant's chain until they commit.
     const LOCK_CHAIN_SQL: &'static str =
         "SELECT last_seq, last_hash FROM audit_chains WHERE tenant_id = $1 FOR UPDATE";

@@ -616,11 +616,12 @@ macro_rules! impl_repository {
                 query: &$crate::store::AuditQuery,
             ) -> $crate::store::StoreResult<Vec<$crate::domain::audit::ChainedEvent>> {
                 // Only fixed fragments go into the text; every value is bound.
-                let mut sql = String::from(concat!(
-                    "SELECT tenant_id, seq, occurred_at, actor, operation, identity_id, outcome, ",
-                    "client_request_id, request_id, source_address, user_agent, details, prev_hash, hash ",
-                    "FROM audit_events WHERE tenant_id = $1"
-                ));
+                let table = if query.identity.is_some() { Self::AUDIT_BY_IDENTITY } else { "audit_events" };
+                let mut sql = format!(
+                    "SELECT tenant_id, seq, occurred_at, actor, operation, identity_id, outcome, \
+                     client_request_id, request_id, source_address, user_agent, details, prev_hash, hash \
+                     FROM {table} WHERE tenant_id = $1"
+                );
                 let mut n = 1;
                 let mut next = |column: &str, op: &str| {
                     n += 1;

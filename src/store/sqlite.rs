@@ -66,6 +66,11 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// One identity's events through its index. Without statistics SQLite prefers to walk
+    /// the primary key in `seq` order (to skip a sort) and filter, which reads the whole
+    /// trail of the tenant.
+    const AUDIT_BY_IDENTITY: &'static str = "audit_events INDEXED BY audit_events_by_identity";
+
     /// SQLite has one writer at a time: the chain heads need no row lock.
     const LOCK_CHAIN_SQL: &'static str =
         "SELECT last_seq, last_hash FROM audit_chains WHERE tenant_id = $1";
