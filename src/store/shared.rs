@@ -4,37 +4,6 @@
 //! `impl_repository!`. Only what differs (pool setup, the batched token insert) lives in
 //! `sqlite.rs` and `postgres.rs`.
 
-/// Appends `$mark` to the identity change log inside the transaction `$tx`: takes the next
-/// sequence number from `identity_change_head` (the row lock orders concurrent writers, so
-/// numbers are gapless and committed in order), writes the row, and prunes rows older than the
-/// newest [`IDENTITY_CHANGES_KEPT`](crate::store::IDENTITY_CHANGES_KEPT).
-macro_rules! append_identity_change {
-    ($tx:ident, $mark:expr, $at:expr) => {{
-        let mark: $crate::store::RevocationMark = $mark;
-        let seq: i64 = sqlx::query_scalar(
-            "UPDATE identity_change_head SET seq = seq + 1 WHERE id = 1 RETURNING seq",
-        )
-        .fetch_one(&mut *$tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO identity_changes (seq, tenant_id, identity_id, tokens_revoked_before, \
-             deleted, changed_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(seq)
-        .bind(mark.identity.tenant().as_uuid())
-        .bind(mark.identity.local())
-        .bind(mark.tokens_revoked_before.millis())
-        .bind(mark.deleted)
-        .bind($at.millis())
-        .execute(&mut *$tx)
-        .await?;
-        sqlx::query("DELETE FROM identity_changes WHERE seq <= $1")
-            .bind(seq - $crate::store::IDENTITY_CHANGES_KEPT)
-            .execute(&mut *$tx)
-            .await?;
-    }};
-}
-
 /// Expands to `impl Repository for $store` with the shared methods plus the dialect-specific
 /// items given in braces. `$store` must have a `pool` field of a sqlx pool type whose
 /// connections are `$conn`, and inherent items `begin_write()` (a transaction that holds the
@@ -422,20 +391,7 @@ macro_rules! impl_repository {
                 at: $crate::domain::Timestamp,
                 event: &$crate::domain::audit::AuditEvent,
             ) -> $crate::store::StoreResult<Option<$crate::store::RevocationMark>> {
-                // The watermark never moves back, even if clocks of two instances disagree.
-                self.audited_identity_update(
-                    "UPDATE identities SET deleted_at = $3, external_id = NULL, \
-                       tokens_revoked_before = CASE \
-                         WHEN tokens_revoked_before IS NULL OR tokens_revoked_before < $3 THEN $3 \
-                         ELSE tokens_revoked_before END \
-                     WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL \
-                     RETURNING tokens_revoked_before",
-                    id,
-                    at,
-                    true,
-                    event,
-                )
-                .await
+                self.mark_identity(id, at, true, event).await
             }
 
             async fn revoke_tokens(
@@ -444,19 +400,7 @@ macro_rules! impl_repository {
                 at: $crate::domain::Timestamp,
                 event: &$crate::domain::audit::AuditEvent,
             ) -> $crate::store::StoreResult<Option<$crate::store::RevocationMark>> {
-                // The watermark never moves back, even if clocks of two instances disagree.
-                self.audited_identity_update(
-                    "UPDATE identities SET tokens_revoked_before = CASE \
-                       WHEN tokens_revoked_before IS NULL OR tokens_revoked_before < $3 THEN $3 \
-                       ELSE tokens_revoked_before END \
-                     WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL \
-                     RETURNING tokens_revoked_before",
-                    id,
-                    at,
-                    false,
-                    event,
-                )
-                .await
+                self.mark_identity(id, at, false, event).await
             }
 
             async fn load_revocation_marks(
@@ -464,7 +408,6 @@ macro_rules! impl_repository {
                 since: $crate::domain::Timestamp,
             ) -> $crate::store::StoreResult<(i64, Vec<$crate::store::RevocationMark>)> {
                 use sqlx::Row as _;
-                use $crate::domain::{IdentityId, TenantId, Timestamp};
                 // The head first: a change committed after it is polled later even if the
                 // read below already saw it.
                 let head: i64 =
@@ -481,16 +424,7 @@ macro_rules! impl_repository {
                 let mut marks = Vec::with_capacity(rows.len());
                 for row in rows {
                     let deleted_at: Option<i64> = row.try_get("deleted_at")?;
-                    marks.push($crate::store::RevocationMark {
-                        identity: IdentityId::from_parts(
-                            TenantId::from_uuid(row.try_get("tenant_id")?),
-                            row.try_get("identity_id")?,
-                        ),
-                        tokens_revoked_before: Timestamp::from_millis(
-                            row.try_get("tokens_revoked_before")?,
-                        ),
-                        deleted: deleted_at.is_some(),
-                    });
+                    marks.push(revocation_mark(&row, deleted_at.is_some())?);
                 }
                 Ok((head, marks))
             }
@@ -501,7 +435,6 @@ macro_rules! impl_repository {
                 limit: i64,
             ) -> $crate::store::StoreResult<Vec<$crate::store::IdentityChange>> {
                 use sqlx::Row as _;
-                use $crate::domain::{IdentityId, TenantId, Timestamp};
                 let rows = sqlx::query(
                     "SELECT seq, tenant_id, identity_id, tokens_revoked_before, deleted \
                      FROM identity_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
@@ -510,24 +443,14 @@ macro_rules! impl_repository {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter()
-                    .map(|row| -> Result<_, sqlx::Error> {
-                        Ok($crate::store::IdentityChange {
-                            seq: row.try_get("seq")?,
-                            mark: $crate::store::RevocationMark {
-                                identity: IdentityId::from_parts(
-                                    TenantId::from_uuid(row.try_get("tenant_id")?),
-                                    row.try_get("identity_id")?,
-                                ),
-                                tokens_revoked_before: Timestamp::from_millis(
-                                    row.try_get("tokens_revoked_before")?,
-                                ),
-                                deleted: row.try_get("deleted")?,
-                            },
-                        })
-                    })
-                    .collect::<Result<_, _>>()
-                    .map_err(Into::into)
+                let mut changes = Vec::with_capacity(rows.len());
+                for row in rows {
+                    changes.push($crate::store::IdentityChange {
+                        seq: row.try_get("seq")?,
+                        mark: revocation_mark(&row, row.try_get("deleted")?)?,
+                    });
+                }
+                Ok(changes)
             }
 
             async fn rotate_signing_key(
@@ -710,39 +633,6 @@ macro_rules! impl_repository {
         }
 
         impl $store {
-            /// Runs a one-row identity UPDATE (`$1` tenant, `$2` identity, `$3` time,
-            /// `RETURNING tokens_revoked_before`), logs the resulting mark for other servers'
-            /// revocation indexes and records `event`, all in one transaction; writes nothing
-            /// when no live identity matched.
-            async fn audited_identity_update(
-                &self,
-                sql: &'static str,
-                id: $crate::domain::IdentityId,
-                at: $crate::domain::Timestamp,
-                deleted: bool,
-                event: &$crate::domain::audit::AuditEvent,
-            ) -> $crate::store::StoreResult<Option<$crate::store::RevocationMark>> {
-                let mut tx = self.begin_write().await?;
-                let mut chain = Self::lock_chains(&mut *tx, [id.tenant()]).await?;
-                let watermark: Option<i64> = sqlx::query_scalar(sql)
-                    .bind(id.tenant().as_uuid())
-                    .bind(id.local())
-                    .bind(at.millis())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(watermark) = watermark else {
-                    return Ok(None);
-                };
-                let mark = $crate::store::RevocationMark {
-                    identity: id,
-                    tokens_revoked_before: $crate::domain::Timestamp::from_millis(watermark),
-                    deleted,
-                };
-                append_identity_change!(tx, mark, at);
-                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(event)).await?;
-                tx.commit().await?;
-                Ok(Some(mark))
-            }
         }
 
         fn event_row<R: sqlx::Row>(row: &R) -> Result<$crate::domain::audit::ChainedEvent, $crate::store::StoreError>
@@ -770,6 +660,103 @@ macro_rules! impl_repository {
                 details: row.try_get("details")?,
                 prev_hash: row.try_get("prev_hash")?,
                 hash: row.try_get("hash")?,
+            })
+        }
+
+        impl $store {
+            /// Moves a live identity's revocation watermark to `at` — never backwards, even if
+            /// the clocks of two instances disagree — and with `delete` turns it into a
+            /// tombstone without personal data. In the same transaction, appends the resulting
+            /// mark to the identity change log (the sequence number comes from
+            /// `identity_change_head`, whose row lock orders concurrent writers: numbers are
+            /// gapless and committed in order, and rows older than the newest
+            /// `IDENTITY_CHANGES_KEPT` are pruned) and records `event` in the tenant's audit
+            /// chain, locked first like every audited write. `None`, with nothing written, when
+            /// there is no live identity.
+            async fn mark_identity(
+                &self,
+                id: $crate::domain::IdentityId,
+                at: $crate::domain::Timestamp,
+                delete: bool,
+                event: &$crate::domain::audit::AuditEvent,
+            ) -> $crate::store::StoreResult<Option<$crate::store::RevocationMark>> {
+                let sql = if delete {
+                    "UPDATE identities SET deleted_at = $3, external_id = NULL, \
+                       tokens_revoked_before = CASE \
+                         WHEN tokens_revoked_before IS NULL OR tokens_revoked_before < $3 THEN $3 \
+                         ELSE tokens_revoked_before END \
+                     WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL \
+                     RETURNING tokens_revoked_before"
+                } else {
+                    "UPDATE identities SET tokens_revoked_before = CASE \
+                       WHEN tokens_revoked_before IS NULL OR tokens_revoked_before < $3 THEN $3 \
+                       ELSE tokens_revoked_before END \
+                     WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL \
+                     RETURNING tokens_revoked_before"
+                };
+                let mut tx = self.begin_write().await?;
+                let mut chain = Self::lock_chains(&mut *tx, [id.tenant()]).await?;
+                let watermark: Option<i64> = sqlx::query_scalar(sql)
+                    .bind(id.tenant().as_uuid())
+                    .bind(id.local())
+                    .bind(at.millis())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(watermark) = watermark else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                let mark = $crate::store::RevocationMark {
+                    identity: id,
+                    tokens_revoked_before: $crate::domain::Timestamp::from_millis(watermark),
+                    deleted: delete,
+                };
+                let seq: i64 = sqlx::query_scalar(
+                    "UPDATE identity_change_head SET seq = seq + 1 WHERE id = 1 RETURNING seq",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO identity_changes (seq, tenant_id, identity_id, \
+                     tokens_revoked_before, deleted, changed_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(seq)
+                .bind(id.tenant().as_uuid())
+                .bind(id.local())
+                .bind(watermark)
+                .bind(delete)
+                .bind(at.millis())
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM identity_changes WHERE seq <= $1")
+                    .bind(seq - $crate::store::IDENTITY_CHANGES_KEPT)
+                    .execute(&mut *tx)
+                    .await?;
+                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(Some(mark))
+            }
+        }
+
+        /// A revocation mark from a row with `tenant_id`, `identity_id` and
+        /// `tokens_revoked_before`.
+        fn revocation_mark<R: sqlx::Row>(
+            row: &R,
+            deleted: bool,
+        ) -> Result<$crate::store::RevocationMark, $crate::store::StoreError>
+        where
+            for<'r> uuid::Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'r> &'r str: sqlx::ColumnIndex<R>,
+        {
+            use $crate::domain::{IdentityId, TenantId, Timestamp};
+            Ok($crate::store::RevocationMark {
+                identity: IdentityId::from_parts(
+                    TenantId::from_uuid(row.try_get("tenant_id")?),
+                    row.try_get("identity_id")?,
+                ),
+                tokens_revoked_before: Timestamp::from_millis(row.try_get("tokens_revoked_before")?),
+                deleted,
             })
         }
 

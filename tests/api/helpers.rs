@@ -388,7 +388,13 @@ impl TestServer {
     /// `at` for `minutes` (not recorded: introspection never reads the records).
     pub async fn mint(&self, tenant: &str, identity: &str, at: Timestamp, minutes: i64) -> String {
         let (repo, master_key) = self.open_store().await;
-        let record = self.tenant_record(tenant).await;
+        let record = repo
+            .load_tenants()
+            .await
+            .expect("tenants")
+            .into_iter()
+            .find(|t| t.name == tenant)
+            .expect("tenant");
         repo.close().await;
         let (kid, material) = open_current_signing_key(&record, &master_key).expect("signing key");
         let signer = TokenSigner::new(&kid, &material).expect("signer");
