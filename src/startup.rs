@@ -14,9 +14,12 @@ use crate::bootstrap;
 use crate::config::Settings;
 use crate::domain::Timestamp;
 use crate::http::{self, AppState, Limits};
+use crate::metrics::Metrics;
 use crate::service::audit::{AuditService, FailureRecorder};
 use crate::service::directory::TenantDirectory;
 use crate::service::identities::IdentityService;
+use crate::service::operators::OperatorAuth;
+use crate::service::refresh::Refresher;
 use crate::service::token_writer::TokenWriter;
 use crate::store::Repository;
 use crate::tls::{CertResolver, TlsSource, server_config};
@@ -51,8 +54,22 @@ impl Application {
         bootstrap::ensure_default_tenant(settings, repo.as_ref(), &master_key).await?;
         let audit = AuditService::new(repo.clone(), &master_key)?;
         let directory = Arc::new(
-            TenantDirectory::load(repo.clone(), master_key, bootstrap::endpoints(settings)).await?,
+            TenantDirectory::load(
+                repo.clone(),
+                master_key.clone(),
+                bootstrap::endpoints(settings),
+                settings.throttle(),
+            )
+            .await?,
         );
+        let operators =
+            Arc::new(OperatorAuth::load(repo.clone(), &settings.operator_auth()).await?);
+        if !operators.has_credentials() {
+            println!(
+                "No operator credential exists yet, so the admin API (/admin) refuses every request. \
+                 Create one with: callsign admin credential create --name <who>"
+            );
+        }
 
         let tls_source = match (&settings.tls_cert, &settings.tls_key) {
             (Some(cert), Some(key)) => TlsSource::Provided {
@@ -65,8 +82,20 @@ impl Application {
             },
         };
         let resolver = Arc::new(CertResolver::new(&tls_source, &directory.hostnames())?);
+        let tls_config = server_config(resolver.clone())?;
 
-        let (token_writer, token_writer_task) = TokenWriter::spawn(repo.clone());
+        let refresher = Arc::new(Refresher::new(
+            repo.clone(),
+            directory.clone(),
+            operators.clone(),
+            resolver,
+        ));
+        let metrics = Arc::new(Metrics::new()?);
+        let batches = metrics.clone();
+        let (token_writer, token_writer_task) = TokenWriter::spawn(
+            repo.clone(),
+            Arc::new(move |size| batches.token_batch(size)),
+        );
         let (failures, failures_task) = FailureRecorder::spawn(repo.clone());
         let retention = tokio::spawn(apply_retention(audit.clone()));
         let state = web::Data::new(AppState {
@@ -79,17 +108,27 @@ impl Application {
                 clock_skew: settings.clock_skew(),
                 ..Limits::default()
             },
+            operators: operators.clone(),
+            refresher: refresher.clone(),
+            metrics,
+            master_key,
+            signing_algorithm: settings.signing_algorithm,
         });
 
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .wrap(middleware::from_fn(http::origin::attach))
-                .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms").exclude("/healthz"))
+                .wrap(
+                    middleware::Logger::new("%a \"%r\" %s %b %Dms")
+                        .exclude("/healthz")
+                        .exclude("/metrics"),
+                )
+                .wrap(middleware::from_fn(http::metrics::track))
                 .configure(http::configure)
         })
         .shutdown_timeout(30)
-        .listen_rustls_0_23(https_listener, server_config(resolver.clone())?)?;
+        .listen_rustls_0_23(https_listener, tls_config)?;
         let https_port = settings.https_addr.port();
         let mut http_port = None;
         if let Some(listener) = http_listener {
@@ -98,11 +137,8 @@ impl Application {
         }
         let server = server.run();
 
-        let watcher = tokio::spawn(watch_tenants(
-            directory,
-            resolver,
-            settings.refresh_interval(),
-        ));
+        let watcher = tokio::spawn(watch_changes(refresher, settings.refresh_interval()));
+        let sweeper = tokio::spawn(forget_idle_addresses(operators));
         tracing::info!(https_port, http_port, "callsign is listening");
         Ok(Self {
             server,
@@ -110,7 +146,7 @@ impl Application {
             http_port,
             repo,
             writers: vec![token_writer_task, failures_task],
-            background: vec![watcher, retention],
+            background: vec![watcher, retention, sweeper],
         })
     }
 
@@ -148,31 +184,25 @@ impl Application {
     }
 }
 
-/// Polls the change epoch and swaps in fresh tenants (and a certificate naming their hosts).
-async fn watch_tenants(
-    directory: Arc<TenantDirectory>,
-    resolver: Arc<CertResolver>,
-    every: Duration,
-) {
-    let mut hostnames = directory.hostnames();
+/// Polls the change epoch and applies changes made elsewhere (the CLI, other instances):
+/// tenants, keys, limits, operator credentials and the certificate's host names.
+async fn watch_changes(refresher: Arc<Refresher>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        match directory.refresh_if_changed().await {
-            Ok(false) => {}
-            Ok(true) => {
-                let current = directory.hostnames();
-                if current != hostnames {
-                    if let Err(error) = resolver.update_hostnames(&current) {
-                        tracing::error!(error = %format!("{error:#}"), "could not re-issue the TLS certificate");
-                    }
-                    hostnames = current;
-                }
-                tracing::info!(tenants = directory.tenants().len(), "tenants reloaded");
-            }
-            Err(error) => tracing::warn!(error = %format!("{error:#}"), "tenant refresh failed"),
+        if let Err(error) = refresher.poll().await {
+            tracing::warn!(error = %format!("{error:#}"), "change refresh failed");
         }
+    }
+}
+
+/// Drops per-address counters of operator authentication that have recovered, each minute.
+async fn forget_idle_addresses(operators: Arc<OperatorAuth>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        ticker.tick().await;
+        operators.forget_idle_addresses();
     }
 }
 

@@ -5,7 +5,10 @@
 pub mod audit;
 pub mod directory;
 pub mod identities;
+pub mod operators;
+pub mod refresh;
 pub mod tenants;
+pub mod throttle;
 pub mod token_writer;
 pub mod tokens;
 
@@ -19,6 +22,9 @@ pub enum ServiceError {
     Validation(String),
     #[error("{0}")]
     NotFound(String),
+    /// No tenant has the id given (admin API, CLI).
+    #[error("{0}")]
+    UnknownTenant(String),
     #[error("{0}")]
     Conflict(String),
     #[error("the database is unavailable")]

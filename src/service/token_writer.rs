@@ -24,6 +24,9 @@ pub const MAX_BATCH: usize = 1024;
 /// Whether a record was written, or why the whole batch failed.
 pub type WriteOutcome = Result<bool, Arc<StoreError>>;
 
+/// Told the size of every batch committed (for metrics).
+pub type BatchObserver = Arc<dyn Fn(usize) + Send + Sync>;
+
 struct Pending {
     issue: TokenIssue,
     reply: oneshot::Sender<WriteOutcome>,
@@ -37,9 +40,9 @@ pub struct TokenWriter {
 impl TokenWriter {
     /// Starts the writer task. It ends when every `TokenWriter` clone is dropped and the queue
     /// is drained.
-    pub fn spawn(repo: Arc<dyn Repository>) -> (Self, JoinHandle<()>) {
+    pub fn spawn(repo: Arc<dyn Repository>, on_batch: BatchObserver) -> (Self, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(MAX_BATCH * 4);
-        let task = tokio::spawn(run(repo, receiver));
+        let task = tokio::spawn(run(repo, receiver, on_batch));
         (Self { queue }, task)
     }
 
@@ -60,12 +63,17 @@ impl TokenWriter {
     }
 }
 
-async fn run(repo: Arc<dyn Repository>, mut receiver: mpsc::Receiver<Pending>) {
+async fn run(
+    repo: Arc<dyn Repository>,
+    mut receiver: mpsc::Receiver<Pending>,
+    on_batch: BatchObserver,
+) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let issues: Vec<TokenIssue> = batch.iter().map(|p| p.issue.clone()).collect();
         match repo.insert_token_records(&issues).await {
             Ok(written) => {
+                on_batch(issues.len());
                 for (pending, written) in batch.drain(..).zip(written) {
                     // The requester may have gone away; its record is durable either way.
                     let _ = pending.reply.send(Ok(written));
