@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 
 use crate::config::Settings;
 use crate::crypto::master_key::MasterKey;
-use crate::domain::{KeySlot, TenantName, Timestamp};
+use crate::domain::{KeySlot, LimitTable, TenantName, Timestamp};
 use crate::service::ServiceError;
 use crate::service::audit::Caller;
 use crate::service::directory::Endpoints;
@@ -70,12 +70,15 @@ pub async fn ensure_default_tenant(
 ) -> anyhow::Result<()> {
     let path = settings.default_connection_string_file();
     let tenants = repo.load_tenants().await?;
-    if tenants.is_empty() {
+    // Only a database that never had a tenant gets one; one whose tenants were all deleted
+    // stays as the operators left it.
+    if tenants.is_empty() && repo.deleted_tenants().await?.is_empty() {
         let spec = NewTenant {
             name: TenantName::parse(DEFAULT_TENANT_NAME)?,
             hostnames: Vec::new(),
             is_default: true,
             algorithm: settings.signing_algorithm,
+            limits: LimitTable::default(),
         };
         match create_tenant(repo, master_key, spec, &Caller::system(), Timestamp::now()).await {
             Ok(CreatedTenant { primary_key, .. }) => {

@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::crypto::master_key::MasterKey;
 use crate::crypto::signing::SigningAlgorithm;
+use crate::domain::LimitTable;
 
 /// Where callsign keeps its data and how it listens. Every field is a flag and an
 /// environment variable.
@@ -116,6 +117,48 @@ pub struct Settings {
     )]
     pub refresh_interval_ms: u64,
 
+    /// Rate limits of tenants that set none of their own, as operation=limit pairs
+    /// (limit: <requests>/<period> such as 1000/30s, or none). Operations: create_identity,
+    /// issue_token, delete_identity, revoke_tokens, get_identity, introspect, audit_query.
+    #[arg(
+        long,
+        env = "CALLSIGN_DEFAULT_LIMITS",
+        default_value = "create_identity=1000/30s,issue_token=1000/30s,delete_identity=500/30s,revoke_tokens=500/30s",
+        value_parser = |s: &str| s.parse::<LimitTable>().map_err(|e| e.0),
+        global = true
+    )]
+    pub default_limits: LimitTable,
+
+    /// Requests of one tenant handled at once by this server; more are answered 429.
+    #[arg(
+        long,
+        env = "CALLSIGN_TENANT_MAX_IN_FLIGHT",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+        global = true
+    )]
+    pub tenant_max_in_flight: u32,
+
+    /// Seconds a verified operator credential is remembered before argon2 checks it again.
+    #[arg(
+        long,
+        env = "CALLSIGN_OPERATOR_CACHE_SECONDS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub operator_cache_seconds: u64,
+
+    /// Admin API authentication attempts per source address and minute that need an argon2
+    /// check (failed ones, mostly); more are answered 429.
+    #[arg(
+        long,
+        env = "CALLSIGN_OPERATOR_AUTH_ATTEMPTS_PER_MINUTE",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+        global = true
+    )]
+    pub operator_auth_attempts_per_minute: u32,
+
     /// Log format: text or json.
     #[arg(
         long,
@@ -162,6 +205,21 @@ impl Settings {
 
     pub fn refresh_interval(&self) -> Duration {
         Duration::from_millis(self.refresh_interval_ms.max(10))
+    }
+
+    pub fn throttle(&self) -> crate::service::throttle::ThrottleSettings {
+        crate::service::throttle::ThrottleSettings {
+            default_limits: self.default_limits.clone(),
+            max_in_flight: self.tenant_max_in_flight,
+        }
+    }
+
+    pub fn operator_auth(&self) -> crate::service::operators::OperatorAuthSettings {
+        crate::service::operators::OperatorAuthSettings {
+            cache_ttl: Duration::from_secs(self.operator_cache_seconds),
+            attempts_per_minute: std::num::NonZeroU32::new(self.operator_auth_attempts_per_minute)
+                .unwrap_or(std::num::NonZeroU32::MIN),
+        }
     }
 
     pub fn tls_dir(&self) -> PathBuf {

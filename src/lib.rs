@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod domain;
 mod fsutil;
 pub mod http;
+pub mod metrics;
 pub mod service;
 pub mod startup;
 pub mod store;

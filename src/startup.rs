@@ -14,10 +14,13 @@ use crate::bootstrap;
 use crate::config::Settings;
 use crate::domain::Timestamp;
 use crate::http::{self, AppState, Limits};
+use crate::metrics::Metrics;
 use crate::service::audit::{AuditService, FailureRecorder};
 use crate::service::directory::TenantDirectory;
 use crate::service::group_commit::GroupCommit;
 use crate::service::identities::IdentityService;
+use crate::service::operators::OperatorAuth;
+use crate::service::refresh::Refresher;
 use crate::service::revocations::RevocationIndex;
 use crate::store::Repository;
 use crate::tls::{CertResolver, TlsSource, server_config};
@@ -52,8 +55,22 @@ impl Application {
         bootstrap::ensure_default_tenant(settings, repo.as_ref(), &master_key).await?;
         let audit = AuditService::new(repo.clone(), &master_key)?;
         let directory = Arc::new(
-            TenantDirectory::load(repo.clone(), master_key, bootstrap::endpoints(settings)).await?,
+            TenantDirectory::load(
+                repo.clone(),
+                master_key.clone(),
+                bootstrap::endpoints(settings),
+                settings.throttle(),
+            )
+            .await?,
         );
+        let operators =
+            Arc::new(OperatorAuth::load(repo.clone(), &settings.operator_auth()).await?);
+        if !operators.has_credentials() {
+            println!(
+                "No operator credential exists yet, so the admin API (/admin) refuses every request. \
+                 Create one with: callsign admin credential create --name <who>"
+            );
+        }
 
         let tls_source = match (&settings.tls_cert, &settings.tls_key) {
             (Some(cert), Some(key)) => TlsSource::Provided {
@@ -69,7 +86,20 @@ impl Application {
         let revocations = Arc::new(RevocationIndex::load(repo.as_ref(), Timestamp::now()).await?);
         tracing::info!(marks = revocations.len(), "revocation watermarks loaded");
 
-        let (batches, batches_task) = GroupCommit::spawn(repo.clone());
+        let tls_config = server_config(resolver.clone())?;
+
+        let refresher = Arc::new(Refresher::new(
+            repo.clone(),
+            directory.clone(),
+            operators.clone(),
+            resolver,
+        ));
+        let metrics = Arc::new(Metrics::new()?);
+        let batch_metrics = metrics.clone();
+        let (batches, batches_task) = GroupCommit::spawn(
+            repo.clone(),
+            Arc::new(move |size| batch_metrics.token_batch(size)),
+        );
         let (failures, failures_task) = FailureRecorder::spawn(repo.clone());
         let retention = tokio::spawn(apply_retention(audit.clone()));
         let state = web::Data::new(AppState {
@@ -83,17 +113,27 @@ impl Application {
                 clock_skew: settings.clock_skew(),
                 ..Limits::default()
             },
+            operators: operators.clone(),
+            refresher: refresher.clone(),
+            metrics,
+            master_key,
+            signing_algorithm: settings.signing_algorithm,
         });
 
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .wrap(middleware::from_fn(http::origin::attach))
-                .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms").exclude("/healthz"))
+                .wrap(
+                    middleware::Logger::new("%a \"%r\" %s %b %Dms")
+                        .exclude("/healthz")
+                        .exclude("/metrics"),
+                )
+                .wrap(middleware::from_fn(http::metrics::track))
                 .configure(http::configure)
         })
         .shutdown_timeout(30)
-        .listen_rustls_0_23(https_listener, server_config(resolver.clone())?)?;
+        .listen_rustls_0_23(https_listener, tls_config)?;
         let https_port = settings.https_addr.port();
         let mut http_port = None;
         if let Some(listener) = http_listener {
@@ -103,12 +143,12 @@ impl Application {
         let server = server.run();
 
         let watcher = tokio::spawn(watch_changes(
+            refresher,
             repo.clone(),
-            directory,
-            resolver,
             revocations,
             settings.refresh_interval(),
         ));
+        let sweeper = tokio::spawn(forget_idle_addresses(operators));
         tracing::info!(https_port, http_port, "callsign is listening");
         Ok(Self {
             server,
@@ -116,7 +156,7 @@ impl Application {
             http_port,
             repo,
             writers: vec![batches_task, failures_task],
-            background: vec![watcher, retention],
+            background: vec![watcher, retention, sweeper],
         })
     }
 
@@ -157,35 +197,22 @@ impl Application {
 /// How often marks that no longer matter are dropped from the revocation index.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// Polls the database for what other processes changed: the change epoch (tenants, keys,
-/// signing keys; swaps in fresh tenants and a certificate naming their hosts) and the identity
-/// change log (revocations and deletions).
+/// Polls the database for what other processes (the CLI, other instances) changed: the change
+/// epoch (tenants, keys, limits, operator credentials and the certificate's host names) and
+/// the identity change log (revocations and deletions).
 async fn watch_changes(
+    refresher: Arc<Refresher>,
     repo: Arc<dyn Repository>,
-    directory: Arc<TenantDirectory>,
-    resolver: Arc<CertResolver>,
     revocations: Arc<RevocationIndex>,
     every: Duration,
 ) {
-    let mut hostnames = directory.hostnames();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune = tokio::time::Instant::now();
     loop {
         ticker.tick().await;
-        match directory.refresh_if_changed().await {
-            Ok(false) => {}
-            Ok(true) => {
-                let current = directory.hostnames();
-                if current != hostnames {
-                    if let Err(error) = resolver.update_hostnames(&current) {
-                        tracing::error!(error = %format!("{error:#}"), "could not re-issue the TLS certificate");
-                    }
-                    hostnames = current;
-                }
-                tracing::info!(tenants = directory.tenants().len(), "tenants reloaded");
-            }
-            Err(error) => tracing::warn!(error = %format!("{error:#}"), "tenant refresh failed"),
+        if let Err(error) = refresher.poll().await {
+            tracing::warn!(error = %format!("{error:#}"), "change refresh failed");
         }
         match revocations.poll(repo.as_ref(), Timestamp::now()).await {
             Ok(0) => {}
@@ -199,6 +226,15 @@ async fn watch_changes(
             }
             last_prune = tokio::time::Instant::now();
         }
+    }
+}
+
+/// Drops per-address counters of operator authentication that have recovered, each minute.
+async fn forget_idle_addresses(operators: Arc<OperatorAuth>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        ticker.tick().await;
+        operators.forget_idle_addresses();
     }
 }
 

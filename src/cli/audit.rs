@@ -12,7 +12,7 @@ use crate::domain::{IdentityId, Timestamp};
 use crate::http::audit::AuditEventBody;
 use crate::service::audit::{AuditFilter, AuditService, Caller, ChainReport};
 
-use super::find_tenant;
+use super::find_trail;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -57,7 +57,8 @@ pub enum AuditCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct FilterArgs {
-    /// The tenant's name or id.
+    /// The tenant's name or id (a deleted tenant's id or name, or "deployment" for the
+    /// operator events that belong to no tenant).
     #[arg(long)]
     tenant: String,
     /// Only events about this identity (8:acs:…).
@@ -139,8 +140,9 @@ pub async fn run(settings: &Settings, command: AuditCommand) -> anyhow::Result<(
     let (repo, master_key) = bootstrap::open(settings).await?;
     let audit = AuditService::new(repo.clone(), &master_key)?;
     let tenants = repo.load_tenants().await?;
+    let deleted = repo.deleted_tenants().await?;
     let filter_of = |args: &FilterArgs, descending: bool| -> anyhow::Result<_> {
-        let tenant = find_tenant(&tenants, &args.tenant)?;
+        let (tenant, _) = find_trail(&tenants, &deleted, &args.tenant)?;
         let filter = AuditFilter {
             identity: args.identity,
             operation: args.operation,
@@ -149,8 +151,8 @@ pub async fn run(settings: &Settings, command: AuditCommand) -> anyhow::Result<(
             to: args.to,
             descending,
         };
-        filter.validate(tenant.id)?;
-        Ok((tenant.id, filter))
+        filter.validate(tenant)?;
+        Ok((tenant, filter))
     };
     let result = match command {
         AuditCommand::Query {
@@ -186,17 +188,17 @@ pub async fn run(settings: &Settings, command: AuditCommand) -> anyhow::Result<(
         }
         AuditCommand::Verify { tenant } => {
             let ids = match tenant {
-                Some(name) => vec![find_tenant(&tenants, &name)?.id],
+                Some(name) => vec![find_trail(&tenants, &deleted, &name)?.0],
                 None => repo.audit_tenants().await?,
             };
             let mut broken = 0;
             for id in ids {
                 let report = audit.verify_chain(id).await?;
-                let name = tenants
-                    .iter()
-                    .find(|t| t.id == id)
-                    .map_or("(deleted)", |t| t.name.as_str());
-                print_report(name, &report);
+                let name = match find_trail(&tenants, &deleted, &id.to_string()) {
+                    Ok((_, name)) => name,
+                    Err(_) => "(deleted)".to_owned(),
+                };
+                print_report(&name, &report);
                 broken += usize::from(report.broken.is_some());
             }
             if broken > 0 {
@@ -205,13 +207,12 @@ pub async fn run(settings: &Settings, command: AuditCommand) -> anyhow::Result<(
             Ok(())
         }
         AuditCommand::Purge { tenant, before } => {
-            let tenant = find_tenant(&tenants, &tenant)?;
+            let (tenant, name) = find_trail(&tenants, &deleted, &tenant)?;
             let purged = audit
-                .purge(tenant.id, before, &Caller::cli(), Timestamp::now())
+                .purge(tenant, before, &Caller::cli(), Timestamp::now())
                 .await?;
             println!(
-                "purged {purged} events of tenant {} before {}",
-                tenant.name,
+                "purged {purged} events of {name} before {}",
                 before.to_rfc3339()
             );
             Ok(())

@@ -1,6 +1,7 @@
-//! The `callsign` command line: `serve` (the default), `migrate`, `tenant …`, `audit …`,
-//! `signing-key …` and `bench`.
+//! The `callsign` command line: `serve` (the default), `migrate`, `tenant …`, `admin …`,
+//! `audit …`, `signing-key …` and `bench`.
 
+mod admin;
 mod audit;
 
 use clap::{Parser, Subcommand};
@@ -10,11 +11,14 @@ use crate::bench::{self, BenchArgs};
 use crate::bootstrap;
 use crate::config::Settings;
 use crate::crypto::signing::SigningAlgorithm;
-use crate::domain::{Hostname, KeySlot, TenantName, Timestamp};
+use crate::domain::{
+    Hostname, KeySlot, LimitSetting, LimitTable, LimitedOperation, TenantName, Timestamp,
+    parse_assignment,
+};
 use crate::service::audit::Caller;
 use crate::service::tenants::{
-    NewTenant, connection_string, create_tenant, open_access_key, rotate_signing_key,
-    set_audit_retention,
+    NewTenant, TenantUpdate, connection_string, create_tenant, delete_tenant, open_access_key,
+    regenerate_access_key, rotate_signing_key, update_tenant,
 };
 use crate::startup::Application;
 use crate::store::{Repository, TenantRecord};
@@ -37,11 +41,16 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Create, list and show tenants, directly in the database. A running server picks the
-    /// change up within a second.
+    /// Create, list, show, change and delete tenants and regenerate their keys, directly in
+    /// the database. A running server picks the change up within a second.
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
+    },
+    /// Operator credentials for the admin API, directly in the database.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
     },
     /// Query, export and verify the audit log, directly in the database.
     Audit {
@@ -112,14 +121,48 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Change a tenant's settings.
+    /// Change a tenant's settings; everything given is applied together, or nothing is.
     Update {
         /// The tenant's name or id.
         #[arg(long)]
         tenant: String,
+        /// A new name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The host names the tenant claims from now on (repeatable; replaces the old list).
+        #[arg(long = "hostname")]
+        hostnames: Vec<String>,
+        /// A rate limit, as operation=<requests>/<period> (issue_token=5/30s), operation=none
+        /// to lift it, or operation=default for the deployment's default (repeatable).
+        /// Operations: create_identity, issue_token, delete_identity, revoke_tokens,
+        /// get_identity, introspect, audit_query.
+        #[arg(long = "limit", value_parser = parse_limit_arg)]
+        limits: Vec<(LimitedOperation, Option<LimitSetting>)>,
         /// Days of audit events to keep, or "none" to keep them forever.
         #[arg(long, value_parser = parse_retention)]
         audit_retention_days: Option<Retention>,
+    },
+    /// Delete a tenant: its identities, token records and keys go at once (its tokens stop
+    /// verifying); its audit trail stays under its retention.
+    Delete {
+        /// The tenant's name or id.
+        #[arg(long)]
+        tenant: String,
+        /// Confirms the deletion; it cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Replace the tenant's primary or secondary access key and print the new one once. The
+    /// old value stops working; the other key keeps working.
+    RegenerateKey {
+        /// The tenant's name or id.
+        #[arg(long)]
+        tenant: String,
+        /// Which key: primary or secondary.
+        #[arg(long, value_parser = |s: &str| KeySlot::parse(s).map_err(|e| e.0))]
+        key: KeySlot,
+        #[arg(long)]
+        json: bool,
     },
     /// Show one tenant, by name or id.
     Show {
@@ -148,6 +191,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tenant { command } => tenant(&settings, command).await,
+        Command::Admin { command } => admin::run(&settings, command).await,
         Command::Audit { command } => audit::run(&settings, command).await,
         Command::SigningKey { command } => signing_key(&settings, command).await,
         Command::Bench(args) => bench::main(&settings, *args).await,
@@ -263,12 +307,24 @@ struct TenantJson {
     endpoint: String,
     created_at: String,
     signing_key: Option<SigningKeyJson>,
+    audit_retention_days: Option<i32>,
+    /// The limit in force for every operation, by this command's --default-limits.
+    limits: std::collections::BTreeMap<String, String>,
+    limit_overrides: std::collections::BTreeMap<String, String>,
+    keys: Vec<KeyJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     primary_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     secondary_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     connection_string: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyJson {
+    key_type: &'static str,
+    created_at: String,
 }
 
 #[derive(Serialize)]
@@ -294,6 +350,30 @@ fn describe(settings: &Settings, record: &TenantRecord) -> TenantJson {
             kid: k.kid.clone(),
             algorithm: k.algorithm.clone(),
         }),
+        audit_retention_days: record.audit_retention_days,
+        limits: LimitedOperation::ALL
+            .iter()
+            .map(|op| {
+                let limit = record.limits.effective(*op, &settings.default_limits);
+                (
+                    op.as_str().to_owned(),
+                    limit.map_or_else(|| "none".to_owned(), |l| l.to_string()),
+                )
+            })
+            .collect(),
+        limit_overrides: record
+            .limits
+            .iter()
+            .map(|(op, setting)| (op.as_str().to_owned(), setting.to_string()))
+            .collect(),
+        keys: KeySlot::BOTH
+            .iter()
+            .filter_map(|slot| record.access_keys.iter().find(|k| k.slot == *slot))
+            .map(|k| KeyJson {
+                key_type: k.slot.as_str(),
+                created_at: k.created_at.to_rfc3339(),
+            })
+            .collect(),
         primary_key: None,
         secondary_key: None,
         connection_string: None,
@@ -311,6 +391,26 @@ fn print_tenant(t: &TenantJson) {
     println!("endpoint    {}", t.endpoint);
     if let Some(k) = &t.signing_key {
         println!("signing key {} ({})", k.kid, k.algorithm);
+    }
+    for key in &t.keys {
+        println!("{:<11} key created {}", key.key_type, key.created_at);
+    }
+    let limits: Vec<String> = t
+        .limits
+        .iter()
+        .map(|(op, limit)| {
+            let own = if t.limit_overrides.contains_key(op) {
+                " (own)"
+            } else {
+                ""
+            };
+            format!("{op}={limit}{own}")
+        })
+        .collect();
+    println!("limits      {}", limits.join(", "));
+    match t.audit_retention_days {
+        Some(days) => println!("audit       kept {days} days"),
+        None => println!("audit       kept forever"),
     }
     if let (Some(p), Some(s), Some(c)) = (&t.primary_key, &t.secondary_key, &t.connection_string) {
         println!("primary     {p}");
@@ -330,9 +430,46 @@ pub(crate) fn find_tenant<'a>(
         .ok_or_else(|| anyhow::anyhow!("no tenant named or with id '{name_or_id}'"))
 }
 
+/// The audit trail named `name_or_id`: a tenant's, a deleted tenant's (by id, or by name when
+/// no live tenant has it), or `deployment` (events of no tenant). Returns its chain id and a
+/// name to show.
+pub(crate) fn find_trail(
+    records: &[TenantRecord],
+    deleted: &[crate::store::DeletedTenantRecord],
+    name_or_id: &str,
+) -> anyhow::Result<(crate::domain::TenantId, String)> {
+    use crate::domain::audit::DEPLOYMENT;
+    if name_or_id == "deployment" || name_or_id == DEPLOYMENT.to_string() {
+        return Ok((DEPLOYMENT, "(deployment)".to_owned()));
+    }
+    if let Ok(tenant) = find_tenant(records, name_or_id) {
+        return Ok((tenant.id, tenant.name.clone()));
+    }
+    deleted
+        .iter()
+        .rev()
+        .find(|t| t.id.to_string() == name_or_id || t.name == name_or_id)
+        .map(|t| (t.id, format!("{} (deleted)", t.name)))
+        .ok_or_else(|| anyhow::anyhow!("no tenant named or with id '{name_or_id}'"))
+}
+
 /// A retention setting: a number of days, or none.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention(Option<i32>);
+
+/// `op=limit`, `op=none` or `op=default` (`None`: back to the deployment's default).
+fn parse_limit_arg(value: &str) -> Result<(LimitedOperation, Option<LimitSetting>), String> {
+    if let Some((op, setting)) = value.split_once('=')
+        && setting.trim().eq_ignore_ascii_case("default")
+    {
+        return LimitedOperation::parse(op.trim())
+            .map(|op| (op, None))
+            .map_err(|e| e.0);
+    }
+    parse_assignment(value)
+        .map(|(op, setting)| (op, Some(setting)))
+        .map_err(|e| e.0)
+}
 
 fn parse_retention(value: &str) -> Result<Retention, String> {
     if value.eq_ignore_ascii_case("none") {
@@ -381,6 +518,7 @@ async fn tenant(settings: &Settings, command: TenantCommand) -> anyhow::Result<(
                     .collect::<Result<_, _>>()?,
                 is_default: false,
                 algorithm: settings.signing_algorithm,
+                limits: LimitTable::default(),
             };
             let created = create_tenant(
                 repo.as_ref(),
@@ -426,19 +564,94 @@ async fn tenant(settings: &Settings, command: TenantCommand) -> anyhow::Result<(
         }
         TenantCommand::Update {
             tenant,
+            name,
+            hostnames,
+            limits,
             audit_retention_days,
         } => {
             let records = repo.load_tenants().await?;
             let record = find_tenant(&records, &tenant)?;
-            if let Some(Retention(days)) = audit_retention_days {
-                let (caller, now) = (Caller::cli(), Timestamp::now());
-                set_audit_retention(repo.as_ref(), record.id, days, &caller, now).await?;
-                match days {
-                    Some(days) => {
-                        println!("tenant {} keeps {days} days of audit events", record.name)
-                    }
-                    None => println!("tenant {} keeps its audit events forever", record.name),
-                }
+            let update = TenantUpdate {
+                name: name.as_deref().map(TenantName::parse).transpose()?,
+                hostnames: if hostnames.is_empty() {
+                    None
+                } else {
+                    Some(
+                        hostnames
+                            .iter()
+                            .map(|h| Hostname::parse(h))
+                            .collect::<Result<_, _>>()?,
+                    )
+                },
+                limits,
+                audit_retention_days: audit_retention_days.map(|Retention(days)| days),
+            };
+            update_tenant(
+                repo.as_ref(),
+                record.id,
+                update,
+                &Caller::cli(),
+                Timestamp::now(),
+            )
+            .await?;
+            let records = repo.load_tenants().await?;
+            let updated = find_tenant(&records, &record.id.to_string())?;
+            println!("tenant {} updated", updated.name);
+            print_tenant(&describe(settings, updated));
+            Ok(())
+        }
+        TenantCommand::Delete { tenant, yes } => {
+            let records = repo.load_tenants().await?;
+            let record = find_tenant(&records, &tenant)?;
+            if !yes {
+                anyhow::bail!(
+                    "deleting tenant {} removes its identities and keys for good; add --yes to confirm",
+                    record.name
+                );
+            }
+            let counts =
+                delete_tenant(repo.as_ref(), record.id, &Caller::cli(), Timestamp::now()).await?;
+            println!(
+                "tenant {} ({}) deleted: {} identities and {} token records removed; its audit trail is kept",
+                record.name, record.id, counts.identities, counts.issued_tokens
+            );
+            Ok(())
+        }
+        TenantCommand::RegenerateKey { tenant, key, json } => {
+            let records = repo.load_tenants().await?;
+            let record = find_tenant(&records, &tenant)?;
+            let now = Timestamp::now();
+            let new_key = regenerate_access_key(
+                repo.as_ref(),
+                &master_key,
+                record.id,
+                key,
+                &Caller::cli(),
+                now,
+            )
+            .await?;
+            let endpoint = bootstrap::endpoints(settings).endpoint(&record.hostnames);
+            let connection = connection_string(&endpoint, &new_key);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "tenantId": record.id.to_string(),
+                        "keyType": key.as_str(),
+                        "key": new_key.to_base64(),
+                        "connectionString": connection,
+                        "createdAt": now.to_rfc3339(),
+                    }))?
+                );
+            } else {
+                println!(
+                    "new {} key of tenant {}: {}",
+                    key.as_str(),
+                    record.name,
+                    new_key.to_base64()
+                );
+                println!("connection  {connection}");
+                println!("The key is shown only now; the old one no longer works.");
             }
             Ok(())
         }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{KeySlot, ParseError, TenantId, Timestamp};
+use super::{KeySlot, OperatorCredentialId, ParseError, TenantId, Timestamp};
 
 /// The hash a chain starts from, and what an unpurged chain is anchored at.
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -66,8 +66,12 @@ string_enum!(
         TenantCreate = "tenant.create",
         TenantUpdate = "tenant.update",
         SigningKeyRotate = "signing_key.rotate",
+        TenantDelete = "tenant.delete",
+        KeyRegenerate = "key.regenerate",
         AuthFailure = "auth.failure",
         AuditPurge = "audit.purge",
+        CredentialCreate = "operator.credential.create",
+        CredentialRevoke = "operator.credential.revoke",
     }
 );
 
@@ -79,11 +83,19 @@ string_enum!(
     }
 );
 
+/// The chain of events that belong to no tenant: operator credentials created or revoked,
+/// and failed authentications on the admin API. It is keyed by the nil UUID, which no tenant
+/// can have (tenant ids are random version-4 UUIDs), and is hashed, verified, queried
+/// (`callsign audit query --tenant deployment`) and purged like any tenant's chain.
+pub const DEPLOYMENT: TenantId = TenantId::from_uuid(Uuid::nil());
+
 /// Who did it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Actor {
     /// A request signed with one of the tenant's access keys.
     AccessKey(KeySlot),
+    /// A request to the admin API, with the operator credential it presented.
+    Operator(OperatorCredentialId),
     /// An operator, through the CLI.
     Cli,
     /// The server itself (first-start bootstrap, retention).
@@ -92,14 +104,17 @@ pub enum Actor {
     Anonymous,
 }
 
-impl Actor {
-    pub fn as_str(self) -> &'static str {
+impl fmt::Display for Actor {
+    /// As stored: `primaryKey`, `secondaryKey`, `operator:<credential id>`, `cli`, `system`,
+    /// `anonymous`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Actor::AccessKey(KeySlot::Primary) => "primaryKey",
-            Actor::AccessKey(KeySlot::Secondary) => "secondaryKey",
-            Actor::Cli => "cli",
-            Actor::System => "system",
-            Actor::Anonymous => "anonymous",
+            Actor::AccessKey(KeySlot::Primary) => f.write_str("primaryKey"),
+            Actor::AccessKey(KeySlot::Secondary) => f.write_str("secondaryKey"),
+            Actor::Operator(id) => write!(f, "operator:{id}"),
+            Actor::Cli => f.write_str("cli"),
+            Actor::System => f.write_str("system"),
+            Actor::Anonymous => f.write_str("anonymous"),
         }
     }
 }
@@ -205,7 +220,7 @@ impl ChainAppender {
             seq: head.last_seq + 1,
             tenant: event.tenant,
             occurred_at: event.occurred_at,
-            actor: event.actor.as_str().to_owned(),
+            actor: event.actor.to_string(),
             operation: event.operation.as_str().to_owned(),
             identity: event.identity,
             outcome: event.outcome.as_str().to_owned(),

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::audit::{ChainedEvent, Operation, Outcome};
-use crate::domain::{IdentityId, TenantId, Timestamp};
+use crate::domain::{IdentityId, LimitedOperation, TenantId, Timestamp};
 use crate::service::audit::{AuditFilter, hex};
 
 use super::AppState;
@@ -173,6 +173,7 @@ async fn list_audit_events(
     state: web::Data<AppState>,
     auth: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
+    auth.check_limit(&state, LimitedOperation::AuditQuery)?;
     let request = parse_request(req.query_string())?;
     let tenant: TenantId = auth.tenant.id;
     let page = state

@@ -23,9 +23,10 @@ use futures_util::future::LocalBoxFuture;
 use sha2::{Digest, Sha256};
 
 use crate::domain::audit::Actor;
-use crate::domain::{Hostname, KeySlot, Timestamp};
+use crate::domain::{Hostname, KeySlot, LimitedOperation, Timestamp};
 use crate::service::audit::Caller;
 use crate::service::directory::Tenant;
+use crate::service::throttle::Throttled;
 
 use super::AppState;
 use super::error::ApiError;
@@ -33,11 +34,44 @@ use super::error::ApiError;
 const SIGNED_HEADERS: &str = "x-ms-date;host;x-ms-content-sha256";
 
 /// A request whose tenant is known and whose HMAC signature verified, with its body and who
-/// sent it (for the audit trail).
+/// sent it (for the audit trail). It holds one of the tenant's in-flight places until the
+/// handler is done with it.
 pub struct Authenticated {
     pub tenant: Arc<Tenant>,
     pub caller: Caller,
     pub body: Bytes,
+    _in_flight: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Authenticated {
+    /// Counts the request against the tenant's rate limit for `op`; 429 when it is used up.
+    pub fn check_limit(&self, state: &AppState, op: LimitedOperation) -> Result<(), ApiError> {
+        self.tenant
+            .throttle
+            .check(op)
+            .map_err(|refused| throttled(state, &refused))
+    }
+}
+
+/// The 429 of a throttled request, counted in the metrics.
+pub(super) fn throttled(state: &AppState, refused: &Throttled) -> ApiError {
+    let seconds = refused.retry_after_seconds();
+    match refused {
+        Throttled::RateLimited(op, limit, _) => {
+            state.metrics.throttled(op.as_str());
+            ApiError::throttled(
+                seconds,
+                format!("The rate limit of {op} ({limit}) is used up; retry after {seconds} s."),
+            )
+        }
+        Throttled::TooManyInFlight(max) => {
+            state.metrics.throttled("in_flight");
+            ApiError::throttled(
+                seconds,
+                format!("More than {max} requests of this tenant are in progress; retry shortly."),
+            )
+        }
+    }
 }
 
 impl FromRequest for Authenticated {
@@ -58,16 +92,24 @@ impl FromRequest for Authenticated {
             let body = read_body(&req, &mut payload, state.limits.max_body_bytes).await?;
             let now = SystemTime::now();
             match verify(&req, &host, &tenant, &body, state.limits.clock_skew, now) {
-                Ok(key) => Ok(Authenticated {
-                    tenant,
-                    caller: Caller {
-                        actor: Actor::AccessKey(key),
-                        origin,
-                    },
-                    body,
-                }),
+                Ok(key) => {
+                    let in_flight = tenant
+                        .throttle
+                        .admit()
+                        .map_err(|refused| throttled(&state, &refused))?;
+                    Ok(Authenticated {
+                        tenant,
+                        caller: Caller {
+                            actor: Actor::AccessKey(key),
+                            origin,
+                        },
+                        body,
+                        _in_flight: in_flight,
+                    })
+                }
                 Err(error) => {
                     // The tenant's trail shows the refused attempt; nothing else is written.
+                    state.metrics.auth_failure("acs");
                     state
                         .failures
                         .record(tenant.id, error.message(), origin, Timestamp::now());
@@ -102,7 +144,7 @@ fn request_host(req: &HttpRequest) -> Option<String> {
         .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
 }
 
-async fn read_body(
+pub(super) async fn read_body(
     req: &HttpRequest,
     payload: &mut Payload,
     limit: usize,
@@ -144,6 +186,14 @@ fn verify(
     now: SystemTime,
 ) -> Result<KeySlot, ApiError> {
     let authorization = header_str(req, "authorization")?;
+    if authorization
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+    {
+        return Err(ApiError::unauthenticated(
+            "A bearer credential is not accepted here: operator credentials are for the admin API (/admin); this API takes a request signed with one of the tenant's access keys (HMAC-SHA256).",
+        ));
+    }
     let (signed_headers, signature) = parse_authorization(authorization)?;
     if !signed_headers.eq_ignore_ascii_case(SIGNED_HEADERS) {
         return Err(ApiError::unauthenticated(format!(

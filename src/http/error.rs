@@ -17,6 +17,10 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for `Retry-After` (429).
+    retry_after: Option<u64>,
+    /// The `WWW-Authenticate` scheme of a 401: HMAC-SHA256 on the ACS API, Bearer on /admin.
+    challenge: &'static str,
 }
 
 #[derive(Serialize)]
@@ -36,6 +40,24 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+            challenge: "HMAC-SHA256",
+        }
+    }
+
+    /// 401 on the admin API, which takes a bearer operator credential.
+    pub fn operator_unauthenticated(message: impl Into<String>) -> Self {
+        Self {
+            challenge: "Bearer",
+            ..Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
+        }
+    }
+
+    /// 429 with `Retry-After`, as ACS throttles.
+    pub fn throttled(retry_after_seconds: u64, message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(retry_after_seconds.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
         }
     }
 
@@ -102,8 +124,11 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("HMAC-SHA256"),
+                HeaderValue::from_static(self.challenge),
             ));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
         response.json(Body {
             error: Inner {
@@ -126,6 +151,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Validation(message) => ApiError::validation(message),
             ServiceError::NotFound(message) => {
                 ApiError::new(StatusCode::NOT_FOUND, "IdentityNotFound", message)
+            }
+            ServiceError::UnknownTenant(message) => {
+                ApiError::new(StatusCode::NOT_FOUND, "TenantNotFound", message)
             }
             ServiceError::Conflict(message) => {
                 ApiError::new(StatusCode::CONFLICT, "Conflict", message)

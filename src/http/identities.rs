@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ExpiryMinutes, ExternalId, IdentityId, ScopeSet, Timestamp};
+use crate::domain::{ExpiryMinutes, ExternalId, IdentityId, LimitedOperation, ScopeSet, Timestamp};
 use crate::service::identities::TokenRequest;
 use crate::service::tokens::IssuedToken;
 
@@ -113,6 +113,7 @@ async fn create_identity(
     auth: Authenticated,
     _version: RequiredApiVersion,
 ) -> Result<HttpResponse, ApiError> {
+    auth.check_limit(&state, LimitedOperation::CreateIdentity)?;
     let request: CreateIdentityRequest = parse_json(&auth.body, true)?;
     let expiry = ExpiryMinutes::parse(request.expires_in_minutes)?;
     let token = match request.create_token_with_scopes {
@@ -123,6 +124,10 @@ async fn create_identity(
         _ => None,
     };
     let external_id = request.external_id.map(ExternalId::parse).transpose()?;
+    if token.is_some() {
+        // A token issued with an identity counts against issuing as well.
+        auth.check_limit(&state, LimitedOperation::IssueToken)?;
+    }
 
     let created = state
         .identities
@@ -134,6 +139,9 @@ async fn create_identity(
             Timestamp::now(),
         )
         .await?;
+    if created.token.is_some() {
+        state.metrics.token_issued();
+    }
     let status = if created.created {
         StatusCode::CREATED
     } else {
@@ -155,6 +163,7 @@ async fn get_identity(
     auth: Authenticated,
     _version: RequiredApiVersion,
 ) -> Result<HttpResponse, ApiError> {
+    auth.check_limit(&state, LimitedOperation::GetIdentity)?;
     let id = identity_id(&req)?;
     let identity = state.identities.get(&auth.tenant, id).await?;
     Ok(HttpResponse::Ok().json(GetIdentityResponse {
@@ -172,6 +181,7 @@ async fn delete_identity(
     auth: Authenticated,
     _version: RequiredApiVersion,
 ) -> Result<HttpResponse, ApiError> {
+    auth.check_limit(&state, LimitedOperation::DeleteIdentity)?;
     let id = identity_id(&req)?;
     state
         .identities
@@ -188,6 +198,7 @@ async fn revoke_access_tokens(
     auth: Authenticated,
     _version: RequiredApiVersion,
 ) -> Result<HttpResponse, ApiError> {
+    auth.check_limit(&state, LimitedOperation::RevokeTokens)?;
     let id = identity_id(&req)?;
     state
         .identities
@@ -204,6 +215,7 @@ async fn issue_access_token(
     auth: Authenticated,
     _version: RequiredApiVersion,
 ) -> Result<HttpResponse, ApiError> {
+    auth.check_limit(&state, LimitedOperation::IssueToken)?;
     let id = identity_id(&req)?;
     let request: IssueTokenRequest = parse_json(&auth.body, false)?;
     let token = TokenRequest {
@@ -214,5 +226,6 @@ async fn issue_access_token(
         .identities
         .issue_token(&auth.tenant, &auth.caller, id, token, Timestamp::now())
         .await?;
+    state.metrics.token_issued();
     Ok(HttpResponse::Ok().json(AccessTokenBody::from(issued)))
 }

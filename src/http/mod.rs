@@ -1,12 +1,15 @@
 //! HTTP: routes, extractors, and the mapping of errors to the ACS error shape. Handlers parse
 //! into domain types, call one service function, and shape the response; they never see SQL.
 
+pub mod admin;
 mod api_version;
 pub mod audit;
 mod auth;
 mod error;
 mod health;
 mod identities;
+pub mod metrics;
+mod openapi;
 pub mod origin;
 mod query;
 mod verification;
@@ -16,9 +19,14 @@ use std::time::Duration;
 
 use actix_web::web;
 
+use crate::crypto::master_key::MasterKey;
+use crate::crypto::signing::SigningAlgorithm;
+use crate::metrics::Metrics;
 use crate::service::audit::{AuditService, FailureRecorder};
 use crate::service::directory::TenantDirectory;
 use crate::service::identities::IdentityService;
+use crate::service::operators::OperatorAuth;
+use crate::service::refresh::Refresher;
 use crate::service::revocations::RevocationIndex;
 use crate::store::Repository;
 
@@ -52,6 +60,14 @@ pub struct AppState {
     pub revocations: Arc<RevocationIndex>,
     pub repo: Arc<dyn Repository>,
     pub limits: Limits,
+    pub operators: Arc<OperatorAuth>,
+    /// Applies a change made through this server before the change is answered.
+    pub refresher: Arc<Refresher>,
+    pub metrics: Arc<Metrics>,
+    /// Seals the access keys of tenants created or re-keyed through the admin API.
+    pub master_key: MasterKey,
+    /// Signing algorithm of tenants created through the admin API.
+    pub signing_algorithm: SigningAlgorithm,
 }
 
 /// Registers every route.
@@ -59,7 +75,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
     identities::configure(config);
     audit::configure(config);
     verification::configure(config);
+    admin::configure(config);
     health::configure(config);
+    metrics::configure(config);
+    openapi::configure(config);
     config.default_service(web::to(|| async {
         Err::<actix_web::HttpResponse, _>(ApiError::not_found("No such route."))
     }));

@@ -361,13 +361,26 @@ impl AuditService {
 
     /// Applies every tenant's retention; returns how many events were purged.
     pub async fn apply_retention(&self, now: Timestamp) -> ServiceResult<u64> {
+        // A deleted tenant's trail keeps the retention the tenant had.
+        let retained: Vec<(TenantId, Option<i32>)> = self
+            .repo
+            .load_tenants()
+            .await?
+            .into_iter()
+            .map(|t| (t.id, t.audit_retention_days))
+            .chain(
+                self.repo
+                    .deleted_tenants()
+                    .await?
+                    .into_iter()
+                    .map(|t| (t.id, t.audit_retention_days)),
+            )
+            .collect();
         let mut purged = 0;
-        for tenant in self.repo.load_tenants().await? {
-            if let Some(days) = tenant.audit_retention_days {
+        for (tenant, days) in retained {
+            if let Some(days) = days {
                 let before = Timestamp::from_millis(now.millis() - i64::from(days) * 86_400_000);
-                purged += self
-                    .purge(tenant.id, before, &Caller::system(), now)
-                    .await?;
+                purged += self.purge(tenant, before, &Caller::system(), now).await?;
             }
         }
         Ok(purged)

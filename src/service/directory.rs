@@ -16,10 +16,11 @@ use tokio::sync::Mutex;
 
 use crate::crypto::master_key::MasterKey;
 use crate::crypto::signing::VerifyingKey;
-use crate::domain::{Hostname, KeySlot, TenantId, Timestamp};
+use crate::domain::{Hostname, KeySlot, LimitTable, TenantId, Timestamp};
 use crate::store::{Repository, TenantRecord};
 
 use super::tenants::{open_access_key, open_current_signing_key};
+use super::throttle::{TenantThrottle, ThrottleSettings};
 use super::tokens::{TokenIssuer, TokenSigner};
 
 /// How tenants' public endpoints are spelled: `https://<host>:<port>/`.
@@ -52,6 +53,10 @@ pub struct Tenant {
     pub endpoint: String,
     /// The `aud` of its tokens.
     pub audience: String,
+    /// The tenant's own rate limits (the deployment's defaults fill the rest).
+    pub limits: LimitTable,
+    /// Its rate limiters and in-flight cap, carried over from snapshot to snapshot.
+    pub throttle: Arc<TenantThrottle>,
     keys: Vec<(KeySlot, Hmac<Sha256>)>,
     signer: TokenSigner,
     /// Every key whose tokens may still verify, oldest first; see [`PublishedKey`].
@@ -87,6 +92,7 @@ impl Tenant {
         record: &TenantRecord,
         master_key: &MasterKey,
         endpoints: &Endpoints,
+        throttle: Arc<TenantThrottle>,
     ) -> anyhow::Result<Self> {
         let mut keys = Vec::with_capacity(2);
         for slot in KeySlot::BOTH {
@@ -118,6 +124,8 @@ impl Tenant {
             hostnames: record.hostnames.clone(),
             endpoint: endpoints.endpoint(&record.hostnames),
             audience: format!("callsign:{}", record.id),
+            limits: record.limits.clone(),
+            throttle,
             keys,
             signer: TokenSigner::new(&kid, &material)?,
             verifying_keys,
@@ -179,6 +187,7 @@ pub struct TenantDirectory {
     repo: Arc<dyn Repository>,
     master_key: MasterKey,
     endpoints: Endpoints,
+    throttle: ThrottleSettings,
     /// Serialises reloads, so an older read can never replace a newer one.
     reload_lock: Mutex<()>,
 }
@@ -188,6 +197,7 @@ impl TenantDirectory {
         repo: Arc<dyn Repository>,
         master_key: MasterKey,
         endpoints: Endpoints,
+        throttle: ThrottleSettings,
     ) -> anyhow::Result<Self> {
         let directory = Self {
             snapshot: ArcSwap::from_pointee(Snapshot {
@@ -197,6 +207,7 @@ impl TenantDirectory {
             repo,
             master_key,
             endpoints,
+            throttle,
             reload_lock: Mutex::new(()),
         };
         directory.reload().await?;
@@ -224,8 +235,27 @@ impl TenantDirectory {
         names
     }
 
+    /// The tenant with `id`, if this server knows it.
+    pub fn get(&self, id: TenantId) -> Option<Arc<Tenant>> {
+        self.snapshot
+            .load()
+            .all
+            .iter()
+            .find(|t| t.id == id)
+            .cloned()
+    }
+
     pub fn endpoints(&self) -> &Endpoints {
         &self.endpoints
+    }
+
+    pub fn throttle_settings(&self) -> &ThrottleSettings {
+        &self.throttle
+    }
+
+    /// The change epoch of the snapshot in use.
+    pub fn epoch(&self) -> i64 {
+        self.snapshot.load().epoch
     }
 
     /// Re-reads every tenant when the change epoch has moved. Returns whether it did.
@@ -244,12 +274,28 @@ impl TenantDirectory {
         // Read the epoch first: a change committed after it is seen by the next poll.
         let epoch = self.repo.change_epoch().await?;
         let records = self.repo.load_tenants().await?;
+        let previous: HashMap<TenantId, Arc<TenantThrottle>> = self
+            .snapshot
+            .load()
+            .all
+            .iter()
+            .map(|t| (t.id, t.throttle.clone()))
+            .collect();
         let mut snapshot = Snapshot {
             epoch,
             ..Snapshot::default()
         };
         for record in &records {
-            let tenant = match Tenant::from_record(record, &self.master_key, &self.endpoints) {
+            // A tenant keeps its throttle state across reloads; only changed limits reset.
+            let throttle = match previous.get(&record.id) {
+                Some(old) => {
+                    old.apply(&self.throttle, &record.limits);
+                    old.clone()
+                }
+                None => Arc::new(TenantThrottle::new(&self.throttle, &record.limits)),
+            };
+            let built = Tenant::from_record(record, &self.master_key, &self.endpoints, throttle);
+            let tenant = match built {
                 Ok(tenant) => Arc::new(tenant),
                 Err(error) => {
                     // One unreadable tenant must not take the others down with it.

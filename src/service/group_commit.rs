@@ -25,6 +25,9 @@ pub const MAX_BATCH: usize = 1024;
 /// What became of a write, or why its whole batch failed.
 pub type WriteOutcome = Result<BatchOutcome, Arc<StoreError>>;
 
+/// Told the size of every batch committed (for metrics).
+pub type BatchObserver = Arc<dyn Fn(usize) + Send + Sync>;
+
 struct Pending {
     op: BatchOp,
     reply: oneshot::Sender<WriteOutcome>,
@@ -38,9 +41,9 @@ pub struct GroupCommit {
 impl GroupCommit {
     /// Starts the writer task. It ends when every `GroupCommit` clone is dropped and the queue
     /// is drained.
-    pub fn spawn(repo: Arc<dyn Repository>) -> (Self, JoinHandle<()>) {
+    pub fn spawn(repo: Arc<dyn Repository>, on_batch: BatchObserver) -> (Self, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(MAX_BATCH * 4);
-        let task = tokio::spawn(run(repo, receiver));
+        let task = tokio::spawn(run(repo, receiver, on_batch));
         (Self { queue }, task)
     }
 
@@ -60,12 +63,17 @@ impl GroupCommit {
     }
 }
 
-async fn run(repo: Arc<dyn Repository>, mut receiver: mpsc::Receiver<Pending>) {
+async fn run(
+    repo: Arc<dyn Repository>,
+    mut receiver: mpsc::Receiver<Pending>,
+    on_batch: BatchObserver,
+) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let ops: Vec<BatchOp> = batch.iter().map(|p| p.op.clone()).collect();
         match repo.commit_batch(&ops).await {
             Ok(outcomes) => {
+                on_batch(ops.len());
                 for (pending, outcome) in batch.drain(..).zip(outcomes) {
                     // The requester may have gone away; its write is durable either way.
                     let _ = pending.reply.send(Ok(outcome));

@@ -6,8 +6,11 @@ pub mod audit;
 pub mod directory;
 pub mod group_commit;
 pub mod identities;
+pub mod operators;
+pub mod refresh;
 pub mod revocations;
 pub mod tenants;
+pub mod throttle;
 pub mod tokens;
 pub mod verification;
 
@@ -21,6 +24,9 @@ pub enum ServiceError {
     Validation(String),
     #[error("{0}")]
     NotFound(String),
+    /// No tenant has the id given (admin API, CLI).
+    #[error("{0}")]
+    UnknownTenant(String),
     #[error("{0}")]
     Conflict(String),
     #[error("the database is unavailable")]

@@ -2,8 +2,14 @@
 
 use crate::crypto::master_key::MasterKey;
 use crate::crypto::signing::{SigningAlgorithm, SigningKeyMaterial};
-use crate::domain::{AccessKey, ExpiryMinutes, Hostname, KeySlot, TenantId, TenantName, Timestamp};
-use crate::store::{AccessKeyRecord, Repository, SigningKeyRecord, TenantRecord};
+use crate::domain::{
+    AccessKey, ExpiryMinutes, Hostname, KeySlot, LimitSetting, LimitTable, LimitedOperation,
+    TenantId, TenantName, Timestamp,
+};
+use crate::store::{
+    AccessKeyRecord, DeletionCounts, Repository, SigningKeyRecord, TenantChanges, TenantRecord,
+    TenantScope,
+};
 
 use super::audit::Caller;
 use super::{ServiceError, ServiceResult};
@@ -17,6 +23,8 @@ pub struct NewTenant {
     pub hostnames: Vec<Hostname>,
     pub is_default: bool,
     pub algorithm: SigningAlgorithm,
+    /// The tenant's own limits from the start; empty: the deployment's defaults.
+    pub limits: LimitTable,
 }
 
 /// A tenant just created, with the only copy of its access keys that leaves the server.
@@ -52,6 +60,7 @@ pub async fn create_tenant(
             "name": record.name,
             "hostnames": record.hostnames,
             "isDefault": record.is_default,
+            "limits": record.limits.iter().map(|(op, s)| (op.as_str().to_owned(), serde_json::Value::String(s.to_string()))).collect::<serde_json::Map<_, _>>(),
             "signingKey": {"kid": record.signing_keys[0].kid, "algorithm": record.signing_keys[0].algorithm},
         }),
     );
@@ -65,15 +74,7 @@ pub(crate) fn new_tenant(
     spec: NewTenant,
     now: Timestamp,
 ) -> ServiceResult<CreatedTenant> {
-    let mut hostnames: Vec<String> = Vec::with_capacity(spec.hostnames.len());
-    for hostname in spec.hostnames {
-        if hostnames.iter().any(|h| h == hostname.as_str()) {
-            return Err(ServiceError::Validation(format!(
-                "host name '{hostname}' is listed twice"
-            )));
-        }
-        hostnames.push(hostname.as_str().to_owned());
-    }
+    let hostnames = distinct_hostnames(spec.hostnames)?;
     let id = TenantId::generate();
     let primary_key = AccessKey::generate();
     let secondary_key = AccessKey::generate();
@@ -100,6 +101,7 @@ pub(crate) fn new_tenant(
         access_keys,
         signing_keys: vec![signing_key],
         audit_retention_days: None,
+        limits: spec.limits,
     };
     Ok(CreatedTenant {
         record,
@@ -242,30 +244,170 @@ pub fn connection_string(endpoint: &str, key: &AccessKey) -> String {
     format!("endpoint={endpoint};accesskey={}", key.to_base64())
 }
 
-/// Sets how many days of audit events a tenant keeps (`None`: forever).
-pub async fn set_audit_retention(
+/// Host names as strings, refusing one listed twice.
+fn distinct_hostnames(hostnames: Vec<Hostname>) -> ServiceResult<Vec<String>> {
+    let mut out: Vec<String> = Vec::with_capacity(hostnames.len());
+    for hostname in hostnames {
+        if out.iter().any(|h| h == hostname.as_str()) {
+            return Err(ServiceError::Validation(format!(
+                "host name '{hostname}' is listed twice"
+            )));
+        }
+        out.push(hostname.as_str().to_owned());
+    }
+    Ok(out)
+}
+
+fn unknown_tenant(tenant: TenantId) -> ServiceError {
+    ServiceError::UnknownTenant(format!("Tenant '{tenant}' was not found."))
+}
+
+/// One tenant as stored now.
+pub async fn find_tenant(repo: &dyn Repository, tenant: TenantId) -> ServiceResult<TenantRecord> {
+    repo.fetch_tenants(&TenantScope::one(tenant))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| unknown_tenant(tenant))
+}
+
+/// Validated changes to a tenant; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TenantUpdate {
+    pub name: Option<TenantName>,
+    /// Replaces the host names the tenant claims.
+    pub hostnames: Option<Vec<Hostname>>,
+    /// Per operation: a setting, or `None` to return to the deployment's default.
+    pub limits: Vec<(LimitedOperation, Option<LimitSetting>)>,
+    /// `Some(None)`: keep audit events forever.
+    pub audit_retention_days: Option<Option<i32>>,
+}
+
+/// Applies `update` to a tenant in one transaction with its `tenant.update` event, which
+/// lists what changed. Nothing is written when any part is refused.
+pub async fn update_tenant(
     repo: &dyn Repository,
     tenant: TenantId,
-    days: Option<i32>,
+    update: TenantUpdate,
     caller: &Caller,
     now: Timestamp,
 ) -> ServiceResult<()> {
-    if days.is_some_and(|d| d < 1) {
+    if update
+        .audit_retention_days
+        .is_some_and(|days| days.is_some_and(|d| d < 1))
+    {
         return Err(ServiceError::Validation(
             "audit retention must be at least 1 day".into(),
         ));
+    }
+    let mut seen = Vec::new();
+    for (op, _) in &update.limits {
+        if seen.contains(op) {
+            return Err(ServiceError::Validation(format!(
+                "the limit of {op} is given twice"
+            )));
+        }
+        seen.push(*op);
+    }
+    let changes = TenantChanges {
+        name: update.name.map(|n| n.as_str().to_owned()),
+        hostnames: update.hostnames.map(distinct_hostnames).transpose()?,
+        limits: update.limits,
+        audit_retention_days: update.audit_retention_days,
+    };
+    if changes.is_empty() {
+        return Err(ServiceError::Validation(
+            "nothing to change: give a name, host names, limits or an audit retention".into(),
+        ));
+    }
+    let mut details = serde_json::Map::new();
+    if let Some(name) = &changes.name {
+        details.insert("name".into(), name.clone().into());
+    }
+    if let Some(hostnames) = &changes.hostnames {
+        details.insert("hostnames".into(), hostnames.clone().into());
+    }
+    if !changes.limits.is_empty() {
+        let limits: serde_json::Map<String, serde_json::Value> = changes
+            .limits
+            .iter()
+            .map(|(op, setting)| {
+                let value = match setting {
+                    Some(setting) => setting.to_string().into(),
+                    None => serde_json::Value::Null,
+                };
+                (op.as_str().to_owned(), value)
+            })
+            .collect();
+        details.insert("limits".into(), limits.into());
+    }
+    if let Some(days) = changes.audit_retention_days {
+        details.insert("auditRetentionDays".into(), days.into());
     }
     let event = caller.event(
         tenant,
         Operation::TenantUpdate,
         None,
         now,
-        serde_json::json!({"auditRetentionDays": days}),
+        serde_json::Value::Object(details),
     );
-    if !repo.set_audit_retention(tenant, days, &event).await? {
-        return Err(ServiceError::NotFound(format!(
-            "tenant {tenant} was not found"
-        )));
+    if !repo.update_tenant(tenant, &changes, &event).await? {
+        return Err(unknown_tenant(tenant));
     }
     Ok(())
+}
+
+/// Deletes a tenant: its identities and token records go, its keys and signing keys go (so
+/// its tokens can no longer be verified and its requests no longer authenticate), and its
+/// audit trail stays, under its retention, with a `tenant.delete` event at the end.
+pub async fn delete_tenant(
+    repo: &dyn Repository,
+    tenant: TenantId,
+    caller: &Caller,
+    now: Timestamp,
+) -> ServiceResult<DeletionCounts> {
+    let make_event = |counts: DeletionCounts| {
+        caller.event(
+            tenant,
+            Operation::TenantDelete,
+            None,
+            now,
+            serde_json::json!({
+                "identitiesRemoved": counts.identities,
+                "tokenRecordsRemoved": counts.issued_tokens,
+            }),
+        )
+    };
+    repo.delete_tenant(tenant, now, &make_event)
+        .await?
+        .ok_or_else(|| unknown_tenant(tenant))
+}
+
+/// Replaces the access key in `slot` with a new random one and returns it: the only copy that
+/// leaves the server. The old value stops verifying as soon as a server reloads (at once on
+/// the server that made the change); the other key is untouched.
+pub async fn regenerate_access_key(
+    repo: &dyn Repository,
+    master_key: &MasterKey,
+    tenant: TenantId,
+    slot: KeySlot,
+    caller: &Caller,
+    now: Timestamp,
+) -> ServiceResult<AccessKey> {
+    let key = AccessKey::generate();
+    let sealed = master_key.seal(key.as_bytes(), &access_key_context(tenant, slot))?;
+    let event = caller.event(
+        tenant,
+        Operation::KeyRegenerate,
+        None,
+        now,
+        serde_json::json!({"keyType": slot.as_str()}),
+    );
+    if !repo
+        .replace_access_key(tenant, slot, &sealed, now, &event)
+        .await?
+    {
+        return Err(unknown_tenant(tenant));
+    }
+    Ok(key)
 }

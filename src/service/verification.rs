@@ -197,6 +197,7 @@ mod tests {
             hostnames: Vec::new(),
             is_default: true,
             algorithm,
+            limits: crate::domain::LimitTable::default(),
         };
         let record = new_tenant(&master_key, spec, Timestamp::now())
             .expect("tenant")
@@ -215,7 +216,17 @@ mod tests {
             https_port: 8443,
             default_host: "127.0.0.1".into(),
         };
-        Tenant::from_record(record, master_key, &endpoints).expect("tenant loads")
+        let throttle = crate::service::throttle::TenantThrottle::new(
+            &crate::service::throttle::ThrottleSettings::default(),
+            &record.limits,
+        );
+        Tenant::from_record(
+            record,
+            master_key,
+            &endpoints,
+            std::sync::Arc::new(throttle),
+        )
+        .expect("tenant loads")
     }
 
     fn mint(tenant: &Tenant, at: Timestamp) -> (String, IdentityId) {

@@ -18,12 +18,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::audit::{AuditEvent, ChainedEvent};
-use crate::domain::{IdentityId, TenantId, Timestamp};
+use crate::domain::{IdentityId, KeySlot, OperatorCredentialId, TenantId, Timestamp};
 
 pub use records::{
     AccessKeyRecord, AuditChainState, AuditQuery, BatchOp, BatchOutcome, CreateIdentity,
-    IdentityChange, IdentityRecord, InsertIdentityOutcome, NewIdentity, RevocationMark,
-    SigningKeyRecord, TenantRecord, TokenIssue, TokenRecord,
+    DeletedTenantRecord, DeletionCounts, IdentityChange, IdentityRecord, InsertIdentityOutcome,
+    NewIdentity, OperatorCredentialRecord, PoolStats, RevocationMark, SigningKeyRecord,
+    TenantChanges, TenantRecord, TenantScope, TokenIssue, TokenRecord,
 };
 
 /// Which SQL dialect a store speaks.
@@ -92,17 +93,71 @@ pub trait Repository: Send + Sync + 'static {
     /// [`StoreError::Conflict`].
     async fn insert_tenant(&self, tenant: &TenantRecord, event: &AuditEvent) -> StoreResult<()>;
 
-    /// Every tenant with its host names and sealed keys.
-    async fn load_tenants(&self) -> StoreResult<Vec<TenantRecord>>;
+    /// Every tenant with its host names, sealed keys and limits, oldest first.
+    async fn load_tenants(&self) -> StoreResult<Vec<TenantRecord>> {
+        self.fetch_tenants(&TenantScope::all()).await
+    }
 
-    /// Sets how many days of audit events a tenant keeps (`None`: forever). Returns false
-    /// when there is no such tenant.
-    async fn set_audit_retention(
+    /// The tenants in `scope`, in creation order (then by id).
+    async fn fetch_tenants(&self, scope: &TenantScope) -> StoreResult<Vec<TenantRecord>>;
+
+    /// Applies `changes` to a tenant and records `event`, in one transaction that also moves
+    /// the change epoch. Returns false, writing nothing, when there is no such tenant; a name
+    /// or host name another tenant has is a [`StoreError::Conflict`], and nothing is written.
+    async fn update_tenant(
         &self,
         tenant: TenantId,
-        days: Option<i32>,
+        changes: &TenantChanges,
         event: &AuditEvent,
     ) -> StoreResult<bool>;
+
+    /// Deletes a tenant with its host names, keys, limits, identities and issued-token
+    /// records, keeps its name and retention in `deleted_tenants` for its audit trail, and
+    /// records the event `make_event` builds from what was removed; one transaction, which
+    /// moves the change epoch. `None` when there is no such tenant.
+    async fn delete_tenant(
+        &self,
+        tenant: TenantId,
+        at: Timestamp,
+        make_event: &(dyn Fn(DeletionCounts) -> AuditEvent + Send + Sync),
+    ) -> StoreResult<Option<DeletionCounts>>;
+
+    /// Tenants that were deleted, whose audit trails may remain.
+    async fn deleted_tenants(&self) -> StoreResult<Vec<DeletedTenantRecord>>;
+
+    /// Replaces the access key in `slot` with `sealed_key` and records `event`, moving the
+    /// change epoch. Returns false when there is no such tenant.
+    async fn replace_access_key(
+        &self,
+        tenant: TenantId,
+        slot: KeySlot,
+        sealed_key: &[u8],
+        at: Timestamp,
+        event: &AuditEvent,
+    ) -> StoreResult<bool>;
+
+    /// Stores a new operator credential's hash and records `event` on the deployment chain.
+    async fn insert_operator_credential(
+        &self,
+        credential: &OperatorCredentialRecord,
+        event: &AuditEvent,
+    ) -> StoreResult<()>;
+
+    /// Every operator credential, revoked ones included, oldest first.
+    async fn load_operator_credentials(&self) -> StoreResult<Vec<OperatorCredentialRecord>>;
+
+    /// Marks a credential revoked and records `event`, moving the change epoch so running
+    /// servers drop it. Returns false when there is no such credential or it was revoked
+    /// already.
+    async fn revoke_operator_credential(
+        &self,
+        id: OperatorCredentialId,
+        at: Timestamp,
+        event: &AuditEvent,
+    ) -> StoreResult<bool>;
+
+    /// How many connections the pool holds and how many are idle.
+    fn pool_stats(&self) -> PoolStats;
 
     /// A live (not deleted) identity.
     async fn find_identity(&self, id: IdentityId) -> StoreResult<Option<IdentityRecord>>;

@@ -3,7 +3,10 @@
 use uuid::Uuid;
 
 use crate::domain::audit::AuditEvent;
-use crate::domain::{IdentityId, KeySlot, TenantId, Timestamp};
+use crate::domain::{
+    IdentityId, KeySlot, LimitSetting, LimitTable, LimitedOperation, OperatorCredentialId,
+    TenantId, Timestamp,
+};
 
 /// A tenant with everything a server caches about it. Secrets are sealed with the master key.
 #[derive(Debug, Clone)]
@@ -19,6 +22,8 @@ pub struct TenantRecord {
     pub signing_keys: Vec<SigningKeyRecord>,
     /// Days of audit events kept; `None` keeps them forever.
     pub audit_retention_days: Option<i32>,
+    /// The tenant's own rate limits; operations not named use the deployment's defaults.
+    pub limits: LimitTable,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +134,40 @@ impl BatchOp {
     }
 }
 
+/// Which tenants to read: all of them, one, or a page in creation order after a keyset
+/// position (creation time, tenant id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantScope {
+    pub id: Option<TenantId>,
+    pub after: Option<(Timestamp, TenantId)>,
+    pub limit: Option<i64>,
+}
+
+impl TenantScope {
+    pub fn all() -> Self {
+        Self {
+            id: None,
+            after: None,
+            limit: None,
+        }
+    }
+
+    pub fn one(id: TenantId) -> Self {
+        Self {
+            id: Some(id),
+            ..Self::all()
+        }
+    }
+
+    pub fn page(after: Option<(Timestamp, TenantId)>, limit: i64) -> Self {
+        Self {
+            id: None,
+            after,
+            limit: Some(limit),
+        }
+    }
+}
+
 /// What became of one write of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOutcome {
@@ -152,4 +191,58 @@ pub struct IdentityChange {
     /// Gapless and in commit order.
     pub seq: i64,
     pub mark: RevocationMark,
+}
+
+/// Changes to a tenant, applied together; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantChanges {
+    pub name: Option<String>,
+    /// Replaces every host name the tenant claims, in this order.
+    pub hostnames: Option<Vec<String>>,
+    /// Per operation: a new setting, or `None` to return to the deployment's default.
+    pub limits: Vec<(LimitedOperation, Option<LimitSetting>)>,
+    /// `Some(None)`: keep events forever.
+    pub audit_retention_days: Option<Option<i32>>,
+}
+
+impl TenantChanges {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// What a tenant deletion removed, for its audit event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletionCounts {
+    pub identities: i64,
+    pub issued_tokens: i64,
+}
+
+/// What remains of a deleted tenant: the name its audit trail is shown under and the
+/// retention that still applies to that trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedTenantRecord {
+    pub id: TenantId,
+    pub name: String,
+    pub deleted_at: Timestamp,
+    pub audit_retention_days: Option<i32>,
+}
+
+/// An operator credential as stored: its argon2 hash, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorCredentialRecord {
+    pub id: OperatorCredentialId,
+    pub name: String,
+    /// argon2id, as a PHC string.
+    pub phc_hash: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Connections of the database pool, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
 }

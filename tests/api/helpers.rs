@@ -147,6 +147,10 @@ pub fn settings(db: &TestDatabase) -> Settings {
         clock_skew_seconds: 900,
         signing_algorithm: SigningAlgorithm::EdDsa,
         refresh_interval_ms: 100,
+        default_limits: callsign::domain::LimitTable::acs_defaults(),
+        tenant_max_in_flight: 256,
+        operator_cache_seconds: 300,
+        operator_auth_attempts_per_minute: 10,
         log_format: LogFormat::Text,
     }
 }
@@ -168,9 +172,12 @@ impl TestServer {
     }
 
     pub async fn start(db: TestDatabase) -> Self {
-        let app = Application::build(&settings(&db))
-            .await
-            .expect("server starts");
+        let settings = settings(&db);
+        Self::start_with(db, &settings).await
+    }
+
+    async fn start_with(db: TestDatabase, settings: &Settings) -> Self {
+        let app = Application::build(settings).await.expect("server starts");
         let https_port = app.https_port();
         let http_port = app.http_port().expect("http listener");
         let handle = app.handle();
@@ -212,6 +219,40 @@ impl TestServer {
     /// A client for the tenant with `key`, addressing `host` (resolved to loopback).
     pub fn client(&self, host: &str, key: &str) -> AcsClient {
         AcsClient::new(&self.db, host, self.https_port, key)
+    }
+
+    /// `callsign admin credential create --json`; returns the credential.
+    pub fn admin_credential(&self) -> String {
+        let out = self.cli(&["admin", "credential", "create", "--name", "test", "--json"]);
+        assert!(
+            out.status.success(),
+            "credential create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: Value = serde_json::from_slice(&out.stdout).expect("credential json");
+        json["credential"].as_str().expect("credential").to_owned()
+    }
+
+    /// An admin API client over plain HTTP, with a fresh operator credential that this
+    /// server already accepts.
+    pub async fn admin(&self) -> AdminClient {
+        let credential = self.admin_credential();
+        self.wait_for_credentials(self.http_port).await;
+        AdminClient::new(self.http_port, Some(&credential))
+    }
+
+    /// Waits (at most 1 s) until the instance on `http_port` accepts exactly the active
+    /// credentials in the database, watching its metrics: trying the credential instead would
+    /// count failed attempts against the per-address limit.
+    pub async fn wait_for_credentials(&self, http_port: u16) {
+        let active = self
+            .count("operator_credentials WHERE revoked_at IS NULL")
+            .await;
+        let expected = format!("callsign_operator_credentials {active}\n");
+        wait_until(Duration::from_secs(1), || async {
+            metrics(http_port).await.contains(&expected)
+        })
+        .await;
     }
 
     /// Runs the `callsign` binary against this server's database and data dir.
@@ -837,4 +878,116 @@ pub fn cli_event(
         callsign::domain::Timestamp::now(),
         serde_json::json!({}),
     )
+}
+
+/// The text of `GET /metrics` on the plain-HTTP listener at `http_port`.
+pub async fn metrics(http_port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{http_port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// Polls `check` every 10 ms until it holds, failing the test if it does not within `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Talks to `/admin` with a bearer operator credential, over plain HTTP.
+#[derive(Clone)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    authorization: Option<String>,
+}
+
+impl AdminClient {
+    pub fn new(http_port: u16, credential: Option<&str>) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            base: format!("http://127.0.0.1:{http_port}"),
+            authorization: credential.map(|c| format!("Bearer {c}")),
+        }
+    }
+
+    /// The same client sending `authorization` as it is (or no Authorization header).
+    pub fn with_authorization(&self, authorization: Option<&str>) -> Self {
+        Self {
+            authorization: authorization.map(str::to_owned),
+            ..self.clone()
+        }
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut builder = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(authorization) = &self.authorization {
+            builder = builder.header("authorization", authorization);
+        }
+        if let Some(body) = body {
+            builder = builder.json(&body);
+        }
+        let response = builder.send().await.expect("admin request sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!("response is not JSON: {}", String::from_utf8_lossy(&bytes))
+            })
+        };
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// `POST /admin/tenants` for `name` claiming `host`; returns the 201 body.
+    pub async fn create_tenant(&self, name: &str, host: &str) -> Value {
+        let reply = self
+            .post(
+                "/admin/tenants",
+                serde_json::json!({"name": name, "hostnames": [host]}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body
+    }
 }
