@@ -151,12 +151,11 @@ fn cacheable(req: &HttpRequest, body: Vec<u8>) -> HttpResponse {
     }
 }
 
-/// RFC 7662 §2.1. `token_type_hint` is accepted and ignored: callsign has one kind of token.
+/// RFC 7662 §2.1. Other parameters, `token_type_hint` among them, are ignored: callsign has
+/// one kind of token.
 #[derive(Deserialize)]
 struct IntrospectionRequest {
     token: String,
-    #[allow(dead_code)]
-    token_type_hint: Option<String>,
 }
 
 /// RFC 7662 §2.2. An inactive token gets `{"active": false}` and nothing else.

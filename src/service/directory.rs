@@ -145,11 +145,6 @@ impl Tenant {
         self.published_keys(now).find(|k| k.kid == kid)
     }
 
-    /// Every key this tenant loaded with its retirement time (for tests and the CLI).
-    pub fn verifying_keys(&self) -> &[PublishedKey] {
-        &self.verifying_keys
-    }
-
     /// Which access key, if any, produced `signature` over `message`. Both keys are always
     /// checked and each comparison is constant-time, so timing says nothing about either key.
     pub fn verify_hmac(&self, message: &[u8], signature: &[u8]) -> Option<KeySlot> {
