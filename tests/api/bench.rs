@@ -20,6 +20,7 @@ fn default_connection_string(server: &TestServer) -> String {
 
 async fn a_short_run_measures_every_operation_without_errors(backend: Backend) {
     let server = TestServer::spawn(backend).await;
+    server.lift_rate_limits().await;
     let connection =
         ConnectionString::parse(&default_connection_string(&server)).expect("connection string");
     let plan = Plan {
@@ -78,6 +79,7 @@ async fn a_short_run_measures_every_operation_without_errors(backend: Backend) {
 
 async fn the_cli_reports_json_over_plain_http(backend: Backend) {
     let server = TestServer::spawn(backend).await;
+    server.lift_rate_limits().await;
     let output = server.db.data_dir.join("bench.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_callsign"))
         .args([
@@ -127,6 +129,7 @@ async fn the_cli_reports_json_over_plain_http(backend: Backend) {
 
 async fn seeding_loads_identities_and_tokens_the_server_serves(backend: Backend) {
     let server = TestServer::spawn(backend).await;
+    server.lift_rate_limits().await;
     // More tokens than one repository call takes, and identities that are not a multiple of
     // one SQLite statement's rows.
     let out = server.cli(&[

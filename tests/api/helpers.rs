@@ -255,6 +255,35 @@ impl TestServer {
         .await;
     }
 
+    /// Lifts every rate limit of the default tenant (as a load test needs, issue 6) and waits
+    /// until this server applies it.
+    pub async fn lift_rate_limits(&self) {
+        let lifted: Vec<String> = [
+            "create_identity",
+            "issue_token",
+            "delete_identity",
+            "revoke_tokens",
+            "get_identity",
+            "introspect",
+            "audit_query",
+        ]
+        .iter()
+        .map(|op| format!("{op}=none"))
+        .collect();
+        let mut args = vec!["tenant", "update", "--tenant", "default"];
+        for limit in &lifted {
+            args.extend(["--limit", limit.as_str()]);
+        }
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The CLI wrote the database; the server picks it up within its refresh interval.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     /// Runs the `callsign` binary against this server's database and data dir.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_callsign"))
