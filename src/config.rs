@@ -139,6 +139,16 @@ pub struct Settings {
     )]
     pub tenant_max_in_flight: u32,
 
+    /// How many verified tokens introspection remembers, so a token presented again is not
+    /// verified again (0: none).
+    #[arg(
+        long,
+        env = "CALLSIGN_VERIFIED_TOKEN_CACHE",
+        default_value_t = 100_000,
+        global = true
+    )]
+    pub verified_token_cache: u64,
+
     /// Seconds a verified operator credential is remembered before argon2 checks it again.
     #[arg(
         long,

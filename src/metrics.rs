@@ -13,6 +13,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::service::verification::CacheUse;
 use crate::store::PoolStats;
 
 pub struct Metrics {
@@ -23,6 +24,7 @@ pub struct Metrics {
     auth_failures: IntCounterVec,
     throttled: IntCounterVec,
     token_batch_size: Histogram,
+    introspection_cache: IntCounterVec,
     db_connections: IntGaugeVec,
     db_max_connections: IntGauge,
     tenants: IntGauge,
@@ -79,6 +81,13 @@ impl Metrics {
                 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
             ]),
         )?;
+        let introspection_cache = IntCounterVec::new(
+            Opts::new(
+                "introspection_cache_total",
+                "Introspections by whether the token's verification was cached (hit, miss).",
+            ),
+            &["result"],
+        )?;
         let db_connections = IntGaugeVec::new(
             Opts::new(
                 "db_pool_connections",
@@ -101,6 +110,7 @@ impl Metrics {
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(throttled.clone()))?;
         registry.register(Box::new(token_batch_size.clone()))?;
+        registry.register(Box::new(introspection_cache.clone()))?;
         registry.register(Box::new(db_connections.clone()))?;
         registry.register(Box::new(db_max_connections.clone()))?;
         registry.register(Box::new(tenants.clone()))?;
@@ -113,6 +123,7 @@ impl Metrics {
             auth_failures,
             throttled,
             token_batch_size,
+            introspection_cache,
             db_connections,
             db_max_connections,
             tenants,
@@ -144,6 +155,14 @@ impl Metrics {
 
     pub fn token_batch(&self, size: usize) {
         self.token_batch_size.observe(size as f64);
+    }
+
+    pub fn introspection(&self, cache: CacheUse) {
+        let result = match cache {
+            CacheUse::Hit => "hit",
+            CacheUse::Miss => "miss",
+        };
+        self.introspection_cache.with_label_values(&[result]).inc();
     }
 
     /// The text exposition of every metric, with the gauges read now.
@@ -178,6 +197,7 @@ mod tests {
         metrics.auth_failure("acs");
         metrics.throttled("issue_token");
         metrics.token_batch(3);
+        metrics.introspection(CacheUse::Hit);
         let text = metrics
             .render(
                 PoolStats {
@@ -196,6 +216,7 @@ mod tests {
             "callsign_auth_failures_total{plane=\"acs\"} 1",
             "callsign_throttled_requests_total{reason=\"issue_token\"} 1",
             "callsign_token_batch_size_count 1",
+            "callsign_introspection_cache_total{result=\"hit\"} 1",
             "callsign_db_pool_connections{state=\"in_use\"} 2",
             "callsign_db_pool_max_connections 8",
             "callsign_tenants 2",

@@ -22,6 +22,7 @@ use crate::service::identities::IdentityService;
 use crate::service::operators::OperatorAuth;
 use crate::service::refresh::Refresher;
 use crate::service::revocations::RevocationIndex;
+use crate::service::verification::VerifiedTokens;
 use crate::store::Repository;
 use crate::tls::{CertResolver, TlsSource, server_config};
 
@@ -108,6 +109,7 @@ impl Application {
             audit,
             failures,
             revocations: revocations.clone(),
+            verified_tokens: VerifiedTokens::new(settings.verified_token_cache),
             repo: repo.clone(),
             limits: Limits {
                 clock_skew: settings.clock_skew(),

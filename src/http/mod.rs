@@ -28,6 +28,7 @@ use crate::service::identities::IdentityService;
 use crate::service::operators::OperatorAuth;
 use crate::service::refresh::Refresher;
 use crate::service::revocations::RevocationIndex;
+use crate::service::verification::VerifiedTokens;
 use crate::store::Repository;
 
 pub use error::ApiError;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub failures: FailureRecorder,
     /// Revocation watermarks and tombstones, for introspection.
     pub revocations: Arc<RevocationIndex>,
+    /// Tokens introspection verified recently.
+    pub verified_tokens: VerifiedTokens,
     pub repo: Arc<dyn Repository>,
     pub limits: Limits,
     pub operators: Arc<OperatorAuth>,

@@ -12,9 +12,9 @@ use jsonwebtoken::jwk::Jwk;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Scope, Timestamp};
+use crate::domain::{LimitedOperation, Scope, Timestamp};
 use crate::service::directory::Tenant;
-use crate::service::verification::{self, ActiveToken};
+use crate::service::verification::ActiveToken;
 
 use super::AppState;
 use super::auth::{Authenticated, resolve_tenant};
@@ -240,13 +240,16 @@ async fn introspect_token(
     state: web::Data<AppState>,
     auth: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
+    auth.check_limit(&state, LimitedOperation::Introspect)?;
     let request = parse_introspection_request(&req, &auth.body)?;
-    let answer = match verification::introspect(
+    let (answer, cache) = state.verified_tokens.introspect(
         &auth.tenant,
         &state.revocations,
         &request.token,
         Timestamp::now(),
-    ) {
+    );
+    state.metrics.introspection(cache);
+    let answer = match answer {
         Ok(token) => IntrospectionResponse::from(token),
         Err(reason) => {
             tracing::debug!(tenant = %auth.tenant.name, reason = reason.as_str(), "inactive token");

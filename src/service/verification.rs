@@ -8,10 +8,13 @@
 //! level.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Validation, decode, decode_header};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{IdentityId, ScopeSet, TenantId, Timestamp};
@@ -90,27 +93,129 @@ struct Claims {
     resource_id: String,
 }
 
-/// Checks `token` for `tenant` at `now`.
+/// Tokens whose signature and claims verified recently, so that a token a downstream service
+/// presents again is not verified again: signature verification is most of what
+/// introspection costs, and verifiers see the same tokens over and over.
+///
+/// What is cached is only what cannot change for a given token — that its signature is good
+/// and what its claims say. Everything that can change is checked on every answer, cached or
+/// not: the clock (expiry), whether the signing key is still published (rotation, tenant
+/// re-keying), and the revocation index (revocation and deletion). So a revocation or deletion
+/// takes effect for cached tokens the moment the index has it, with nothing to invalidate by
+/// hand. A tenant that is deleted is not found before the cache is reached.
+///
+/// Entries are keyed by the tenant and a SHA-256 digest of the whole token (an altered token
+/// has another digest, so it misses and is verified), bounded in number, and dropped when
+/// their token expires.
+pub struct VerifiedTokens {
+    cache: Option<moka::sync::Cache<CacheKey, Arc<Verified>>>,
+}
+
+/// The tenant and the SHA-256 digest of the token.
+type CacheKey = (TenantId, [u8; 32]);
+
+/// A token whose signature verified, with the key that signed it.
+struct Verified {
+    token: ActiveToken,
+    kid: String,
+    /// The issue instant to the millisecond (from the UUIDv7 jti).
+    issued: Timestamp,
+}
+
+/// Drops an entry when its token expires: it can never be active again.
+struct UntilExpiry;
+
+impl moka::Expiry<CacheKey, Arc<Verified>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<Verified>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        let left = value.token.expires_at - Timestamp::now().seconds();
+        Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
+    }
+}
+
+/// Whether introspection found the token in the cache (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    Hit,
+    Miss,
+}
+
+impl VerifiedTokens {
+    /// A cache of at most `capacity` tokens; 0 turns it off.
+    pub fn new(capacity: u64) -> Self {
+        let cache = (capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilExpiry)
+                .build()
+        });
+        Self { cache }
+    }
+
+    /// Checks `token` for `tenant` at `now`, verifying its signature only if it is not cached.
+    pub fn introspect(
+        &self,
+        tenant: &Tenant,
+        revocations: &RevocationIndex,
+        token: &str,
+        now: Timestamp,
+    ) -> (Result<ActiveToken, Inactive>, CacheUse) {
+        if token.len() > MAX_TOKEN_BYTES {
+            return (Err(Inactive::Malformed), CacheUse::Miss);
+        }
+        let Some(cache) = &self.cache else {
+            let answer = verify(tenant, token, now).and_then(|v| v.check(tenant, revocations, now));
+            return (answer, CacheUse::Miss);
+        };
+        let key = (tenant.id, Sha256::digest(token.as_bytes()).into());
+        if let Some(verified) = cache.get(&key) {
+            return (verified.check(tenant, revocations, now), CacheUse::Hit);
+        }
+        let answer = verify(tenant, token, now).and_then(|verified| {
+            let verified = Arc::new(verified);
+            let answer = verified.check(tenant, revocations, now);
+            // Only tokens that can still become or stay active are worth a place.
+            if !matches!(answer, Err(Inactive::Expired | Inactive::Deleted)) {
+                cache.insert(key, verified);
+            }
+            answer
+        });
+        (answer, CacheUse::Miss)
+    }
+}
+
+/// Checks `token` for `tenant` at `now`, without a cache.
 pub fn introspect(
     tenant: &Tenant,
     revocations: &RevocationIndex,
     token: &str,
     now: Timestamp,
 ) -> Result<ActiveToken, Inactive> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(Inactive::Malformed);
-    }
+    VerifiedTokens::new(0)
+        .introspect(tenant, revocations, token, now)
+        .0
+}
+
+/// What holds for `token` whenever it is checked: a key of `tenant` published at `now`
+/// signed it, with its own algorithm, over claims callsign writes, naming this tenant.
+fn verify(tenant: &Tenant, token: &str, now: Timestamp) -> Result<Verified, Inactive> {
     // An unknown `alg` (`none`, say) does not parse.
     let header = decode_header(token).map_err(|_| Inactive::Malformed)?;
-    let kid = header.kid.as_deref().ok_or(Inactive::UnknownKey)?;
-    let key = tenant.verifying_key(kid, now).ok_or(Inactive::UnknownKey)?;
+    let kid = header.kid.ok_or(Inactive::UnknownKey)?;
+    let key = tenant
+        .verifying_key(&kid, now)
+        .ok_or(Inactive::UnknownKey)?;
     // Only the key's own algorithm: no HS256 keyed with the public key, no downgrade.
     let algorithm = key.algorithm.jwt_algorithm();
     if header.alg != algorithm {
         return Err(Inactive::AlgorithmMismatch);
     }
     let mut validation = Validation::new(algorithm);
-    // Time and audience are checked below, against `now` and this tenant.
+    // Time is checked on every answer (see `Verified::check`), audience below.
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
@@ -122,13 +227,6 @@ pub fn introspect(
         })?
         .claims;
 
-    let now_seconds = now.seconds();
-    if now_seconds >= claims.exp {
-        return Err(Inactive::Expired);
-    }
-    if claims.nbf > now_seconds + NOT_BEFORE_LEEWAY_SECONDS {
-        return Err(Inactive::NotYetValid);
-    }
     // `iss` is not compared: it names the listener (host and port), which an operator may
     // change without invalidating tokens. The key, which belongs to this tenant alone, already
     // proves who issued the token.
@@ -152,21 +250,47 @@ pub fn introspect(
             Timestamp::from_millis(seconds as i64 * 1000 + i64::from(nanos / 1_000_000))
         })
         .ok_or(Inactive::Malformed)?;
-    match revocations.status(subject, issued) {
-        RevocationStatus::Live => {}
-        RevocationStatus::Revoked => return Err(Inactive::Revoked),
-        RevocationStatus::Deleted => return Err(Inactive::Deleted),
-    }
-    Ok(ActiveToken {
-        subject,
-        scopes,
-        issuer: claims.iss,
-        audience: claims.aud,
-        jti: claims.jti,
-        issued_at: claims.iat,
-        not_before: claims.nbf,
-        expires_at: claims.exp,
+    Ok(Verified {
+        token: ActiveToken {
+            subject,
+            scopes,
+            issuer: claims.iss,
+            audience: claims.aud,
+            jti: claims.jti,
+            issued_at: claims.iat,
+            not_before: claims.nbf,
+            expires_at: claims.exp,
+        },
+        kid,
+        issued,
     })
+}
+
+impl Verified {
+    /// What can change after a token verified: the clock, the tenant's published keys, and
+    /// revocations.
+    fn check(
+        &self,
+        tenant: &Tenant,
+        revocations: &RevocationIndex,
+        now: Timestamp,
+    ) -> Result<ActiveToken, Inactive> {
+        let now_seconds = now.seconds();
+        if now_seconds >= self.token.expires_at {
+            return Err(Inactive::Expired);
+        }
+        if self.token.not_before > now_seconds + NOT_BEFORE_LEEWAY_SECONDS {
+            return Err(Inactive::NotYetValid);
+        }
+        if tenant.verifying_key(&self.kid, now).is_none() {
+            return Err(Inactive::UnknownKey);
+        }
+        match revocations.status(self.token.subject, self.issued) {
+            RevocationStatus::Live => Ok(self.token.clone()),
+            RevocationStatus::Revoked => Err(Inactive::Revoked),
+            RevocationStatus::Deleted => Err(Inactive::Deleted),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -470,5 +594,89 @@ mod tests {
             introspect(&tenant, &f.revocations, &old_token, retired_at),
             Err(Inactive::UnknownKey)
         );
+    }
+
+    #[test]
+    fn a_cached_token_still_answers_to_revocation_deletion_rotation_and_time() {
+        let mut f = fixture(SigningAlgorithm::EdDsa);
+        let cache = VerifiedTokens::new(16);
+        let issued = Timestamp::now();
+        let (token, identity) = mint(&f.tenant, issued);
+        let check = |tenant: &Tenant, token: &str, at: Timestamp| {
+            cache.introspect(tenant, &f.revocations, token, at)
+        };
+        let (first, used) = check(&f.tenant, &token, issued);
+        assert!(first.is_ok());
+        assert_eq!(used, CacheUse::Miss);
+        let (again, used) = check(&f.tenant, &token, issued);
+        assert_eq!(again, first);
+        assert_eq!(used, CacheUse::Hit);
+
+        // An altered token is another entry: verified, and refused.
+        let mut altered = token.clone();
+        altered.replace_range(altered.len() - 3.., "AAA");
+        let (answer, used) = check(&f.tenant, &altered, issued);
+        assert_eq!(answer, Err(Inactive::BadSignature));
+        assert_eq!(used, CacheUse::Miss);
+        // Another tenant's cache entries are not this tenant's.
+        let other = fixture(SigningAlgorithm::EdDsa);
+        let (answer, used) = check(&other.tenant, &token, issued);
+        assert_eq!(answer, Err(Inactive::UnknownKey));
+        assert_eq!(used, CacheUse::Miss);
+
+        // Time.
+        let expired = Timestamp::from_millis((issued.seconds() + 3600) * 1000);
+        assert_eq!(
+            check(&f.tenant, &token, expired),
+            (Err(Inactive::Expired), CacheUse::Hit)
+        );
+
+        // The signing key retired (a rotation long ago): the cached verification no longer counts.
+        let retired_at = Timestamp::from_millis(issued.millis() + 1000);
+        f.record.signing_keys[0].retired_at = Some(retired_at);
+        let new_key = crate::service::tenants::new_signing_key(
+            f.record.id,
+            SigningAlgorithm::EdDsa,
+            &f.master_key,
+            issued,
+        )
+        .expect("key");
+        f.record.signing_keys.push(new_key);
+        let rotated = load(&f.record, &f.master_key);
+        assert_eq!(check(&rotated, &token, issued).0, first);
+        assert_eq!(
+            check(&rotated, &token, retired_at),
+            (Err(Inactive::UnknownKey), CacheUse::Hit)
+        );
+
+        // Revocation and deletion reach cached tokens at once.
+        let mark = |deleted| RevocationMark {
+            identity,
+            tokens_revoked_before: issued,
+            deleted,
+        };
+        f.revocations.apply(mark(false));
+        assert_eq!(
+            check(&f.tenant, &token, issued),
+            (Err(Inactive::Revoked), CacheUse::Hit)
+        );
+        f.revocations.apply(mark(true));
+        assert_eq!(
+            check(&f.tenant, &token, issued),
+            (Err(Inactive::Deleted), CacheUse::Hit)
+        );
+    }
+
+    #[test]
+    fn a_cache_of_size_zero_verifies_every_time() {
+        let f = fixture(SigningAlgorithm::EdDsa);
+        let cache = VerifiedTokens::new(0);
+        let now = Timestamp::now();
+        let (token, _) = mint(&f.tenant, now);
+        for _ in 0..2 {
+            let (answer, used) = cache.introspect(&f.tenant, &f.revocations, &token, now);
+            assert!(answer.is_ok());
+            assert_eq!(used, CacheUse::Miss);
+        }
     }
 }

@@ -12,6 +12,7 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use std::collections::HashSet;
 
+use serde_json::json;
 use uuid::Uuid;
 
 use super::migrate;
@@ -85,62 +86,97 @@ impl SqliteStore {
         conn: &mut SqliteConnection,
         events: &[ChainedEvent],
     ) -> Result<(), sqlx::Error> {
-        // In-process statements cost microseconds; one prepared INSERT per event is fine.
-        for e in events {
-            sqlx::query(
-                "INSERT INTO audit_events (tenant_id, seq, occurred_at, actor, operation, identity_id, \
-                 outcome, client_request_id, request_id, source_address, user_agent, details, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            )
-            .bind(e.tenant.as_uuid())
-            .bind(e.seq)
-            .bind(e.occurred_at.millis())
-            .bind(&e.actor)
-            .bind(&e.operation)
-            .bind(e.identity)
-            .bind(&e.outcome)
-            .bind(&e.origin.client_request_id)
-            .bind(&e.origin.request_id)
-            .bind(&e.origin.source_address)
-            .bind(&e.origin.user_agent)
-            .bind(&e.details)
-            .bind(&e.prev_hash)
-            .bind(&e.hash)
-            .execute(&mut *conn)
-            .await?;
+        if events.is_empty() {
+            return Ok(());
         }
+        let rows: Vec<_> = events
+            .iter()
+            .map(|e| {
+                json!([
+                    hex(e.tenant.as_uuid().as_bytes()),
+                    e.seq,
+                    e.occurred_at.millis(),
+                    e.actor,
+                    e.operation,
+                    e.identity.map(|id| hex(id.as_bytes())),
+                    e.outcome,
+                    e.origin.client_request_id,
+                    e.origin.request_id,
+                    e.origin.source_address,
+                    e.origin.user_agent,
+                    e.details,
+                    hex(&e.prev_hash),
+                    hex(&e.hash),
+                ])
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO audit_events (tenant_id, seq, occurred_at, actor, operation, identity_id, \
+             outcome, client_request_id, request_id, source_address, user_agent, details, prev_hash, hash) \
+             SELECT unhex(value ->> 0), value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+                    unhex(value ->> 5), value ->> 6, value ->> 7, value ->> 8, value ->> 9, \
+                    value ->> 10, value ->> 11, unhex(value ->> 12), unhex(value ->> 13) \
+               FROM json_each($1) ORDER BY key",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(conn)
+        .await?;
         Ok(())
     }
 }
 
+/// Lower-case hex, as SQLite's `unhex` reads it.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The (tenant, identity) pair of a row `RETURNING tenant_id, identity_id`.
+fn written_pair(row: &sqlx::sqlite::SqliteRow) -> Result<(Uuid, Uuid), sqlx::Error> {
+    use sqlx::Row as _;
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+// The batch writes below are one statement each whatever the batch size: the rows travel as
+// one JSON array that `json_each` unpacks, so the statement is prepared once and a batch of
+// a thousand costs three statements, not three thousand round trips to SQLite's thread.
 impl SqliteStore {
     /// Inserts new identities; returns the (tenant, identity) pairs written. One whose
-    /// external id is taken in its tenant is skipped.
+    /// external id is taken in its tenant (or earlier in the batch) is skipped.
     async fn insert_identities(
         conn: &mut SqliteConnection,
         identities: &[&NewIdentity],
     ) -> Result<HashSet<(Uuid, Uuid)>, sqlx::Error> {
-        let mut written = HashSet::with_capacity(identities.len());
-        for identity in identities {
-            let tenant = identity.id.tenant().as_uuid();
-            // No conflict target: the only constraint a fresh UUIDv7 can meet is the
-            // tenant's external-id index.
-            let inserted = sqlx::query(
-                "INSERT INTO identities (tenant_id, identity_id, external_id, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(tenant)
-            .bind(identity.id.local())
-            .bind(identity.external_id.as_deref())
-            .bind(identity.created_at.millis())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
-                written.insert((tenant, identity.id.local()));
-            }
+        if identities.is_empty() {
+            return Ok(HashSet::new());
         }
-        Ok(written)
+        let rows: Vec<_> = identities
+            .iter()
+            .map(|i| {
+                json!([
+                    hex(i.id.tenant().as_uuid().as_bytes()),
+                    hex(i.id.local().as_bytes()),
+                    i.external_id,
+                    i.created_at.millis(),
+                ])
+            })
+            .collect();
+        // No conflict target: the only constraint a fresh UUIDv7 can meet is the tenant's
+        // external-id index. (`WHERE true` tells the parser the SELECT has ended.)
+        let written = sqlx::query(
+            "INSERT INTO identities (tenant_id, identity_id, external_id, created_at) \
+             SELECT unhex(value ->> 0), unhex(value ->> 1), value ->> 2, value ->> 3 \
+               FROM json_each($1) WHERE true ORDER BY key \
+             ON CONFLICT DO NOTHING RETURNING tenant_id, identity_id",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .fetch_all(conn)
+        .await?;
+        written.iter().map(written_pair).collect()
     }
 
     /// Inserts token records whose identity is live, moving each identity's
@@ -149,38 +185,61 @@ impl SqliteStore {
         conn: &mut SqliteConnection,
         records: &[&TokenRecord],
     ) -> Result<HashSet<Uuid>, sqlx::Error> {
-        // In-process statements cost microseconds; the commit (an fsync) is what the batch
-        // shares.
-        let mut written = HashSet::with_capacity(records.len());
-        for record in records {
-            let tenant = record.identity.tenant().as_uuid();
-            let inserted = sqlx::query(
-                "INSERT INTO issued_tokens (tenant_id, jti, identity_id, scopes, issued_at, expires_at) \
-                 SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM identities \
-                   WHERE tenant_id = $1 AND identity_id = $3 AND deleted_at IS NULL)",
+        if records.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| {
+                json!([
+                    hex(r.identity.tenant().as_uuid().as_bytes()),
+                    hex(r.jti.as_bytes()),
+                    hex(r.identity.local().as_bytes()),
+                    r.scopes,
+                    r.issued_at.millis(),
+                    r.expires_at.millis(),
+                ])
+            })
+            .collect();
+        let written: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO issued_tokens (tenant_id, jti, identity_id, scopes, issued_at, expires_at) \
+             SELECT unhex(value ->> 0), unhex(value ->> 1), unhex(value ->> 2), value ->> 3, \
+                    value ->> 4, value ->> 5 \
+               FROM json_each($1) \
+              WHERE EXISTS (SELECT 1 FROM identities i WHERE i.tenant_id = unhex(value ->> 0) \
+                              AND i.identity_id = unhex(value ->> 2) AND i.deleted_at IS NULL) \
+              ORDER BY key \
+             RETURNING jti",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+        let written: HashSet<Uuid> = written.into_iter().collect();
+        let issued: Vec<_> = records
+            .iter()
+            .filter(|r| written.contains(&r.jti))
+            .map(|r| {
+                json!([
+                    hex(r.identity.tenant().as_uuid().as_bytes()),
+                    hex(r.identity.local().as_bytes()),
+                    r.issued_at.millis(),
+                ])
+            })
+            .collect();
+        if !issued.is_empty() {
+            sqlx::query(
+                "UPDATE identities SET last_token_issued_at = latest.issued_at \
+                   FROM (SELECT unhex(value ->> 0) AS tenant_id, unhex(value ->> 1) AS identity_id, \
+                                max(value ->> 2) AS issued_at \
+                           FROM json_each($1) GROUP BY 1, 2) AS latest \
+                  WHERE identities.tenant_id = latest.tenant_id \
+                    AND identities.identity_id = latest.identity_id \
+                    AND (identities.last_token_issued_at IS NULL \
+                         OR identities.last_token_issued_at < latest.issued_at)",
             )
-            .bind(tenant)
-            .bind(record.jti)
-            .bind(record.identity.local())
-            .bind(&record.scopes)
-            .bind(record.issued_at.millis())
-            .bind(record.expires_at.millis())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-                == 1;
-            if inserted {
-                sqlx::query(
-                    "UPDATE identities SET last_token_issued_at = $3 WHERE tenant_id = $1 \
-                     AND identity_id = $2 AND (last_token_issued_at IS NULL OR last_token_issued_at < $3)",
-                )
-                .bind(tenant)
-                .bind(record.identity.local())
-                .bind(record.issued_at.millis())
-                .execute(&mut *conn)
-                .await?;
-                written.insert(record.jti);
-            }
+            .bind(serde_json::Value::Array(issued).to_string())
+            .execute(conn)
+            .await?;
         }
         Ok(written)
     }

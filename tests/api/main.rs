@@ -18,4 +18,5 @@ mod invalidation;
 mod persistence;
 mod rotation;
 mod tenants;
+mod under_load;
 mod verification;
