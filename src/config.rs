@@ -139,6 +139,17 @@ pub struct Settings {
     )]
     pub tenant_max_in_flight: u32,
 
+    /// Group-commit writers on PostgreSQL: while one batch commits, the next is sent
+    /// (SQLite always has one).
+    #[arg(
+        long,
+        env = "CALLSIGN_BATCH_WRITERS",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u16).range(1..=16),
+        global = true
+    )]
+    pub batch_writers: u16,
+
     /// How many verified tokens introspection remembers, so a token presented again is not
     /// verified again (0: none).
     #[arg(

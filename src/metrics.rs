@@ -24,6 +24,7 @@ pub struct Metrics {
     auth_failures: IntCounterVec,
     throttled: IntCounterVec,
     token_batch_size: Histogram,
+    batch_commit_duration: Histogram,
     introspection_cache: IntCounterVec,
     db_connections: IntGaugeVec,
     db_max_connections: IntGauge,
@@ -81,6 +82,15 @@ impl Metrics {
                 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
             ]),
         )?;
+        let batch_commit_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "batch_commit_duration_seconds",
+                "Time a group-commit batch takes from its first statement to its commit.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 1.0,
+            ]),
+        )?;
         let introspection_cache = IntCounterVec::new(
             Opts::new(
                 "introspection_cache_total",
@@ -110,6 +120,7 @@ impl Metrics {
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(throttled.clone()))?;
         registry.register(Box::new(token_batch_size.clone()))?;
+        registry.register(Box::new(batch_commit_duration.clone()))?;
         registry.register(Box::new(introspection_cache.clone()))?;
         registry.register(Box::new(db_connections.clone()))?;
         registry.register(Box::new(db_max_connections.clone()))?;
@@ -123,6 +134,7 @@ impl Metrics {
             auth_failures,
             throttled,
             token_batch_size,
+            batch_commit_duration,
             introspection_cache,
             db_connections,
             db_max_connections,
@@ -153,8 +165,9 @@ impl Metrics {
         self.throttled.with_label_values(&[reason]).inc();
     }
 
-    pub fn token_batch(&self, size: usize) {
+    pub fn token_batch(&self, size: usize, commit: std::time::Duration) {
         self.token_batch_size.observe(size as f64);
+        self.batch_commit_duration.observe(commit.as_secs_f64());
     }
 
     pub fn introspection(&self, cache: CacheUse) {
@@ -196,7 +209,7 @@ mod tests {
         metrics.token_issued();
         metrics.auth_failure("acs");
         metrics.throttled("issue_token");
-        metrics.token_batch(3);
+        metrics.token_batch(3, std::time::Duration::from_millis(2));
         metrics.introspection(CacheUse::Hit);
         let text = metrics
             .render(
@@ -216,6 +229,7 @@ mod tests {
             "callsign_auth_failures_total{plane=\"acs\"} 1",
             "callsign_throttled_requests_total{reason=\"issue_token\"} 1",
             "callsign_token_batch_size_count 1",
+            "callsign_batch_commit_duration_seconds_bucket{le=\"0.002\"} 1",
             "callsign_introspection_cache_total{result=\"hit\"} 1",
             "callsign_db_pool_connections{state=\"in_use\"} 2",
             "callsign_db_pool_max_connections 8",

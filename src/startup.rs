@@ -23,7 +23,7 @@ use crate::service::operators::OperatorAuth;
 use crate::service::refresh::Refresher;
 use crate::service::revocations::RevocationIndex;
 use crate::service::verification::VerifiedTokens;
-use crate::store::Repository;
+use crate::store::{Dialect, Repository};
 use crate::tls::{CertResolver, TlsSource, server_config};
 
 pub struct Application {
@@ -99,7 +99,11 @@ impl Application {
         let batch_metrics = metrics.clone();
         let (batches, batches_task) = GroupCommit::spawn(
             repo.clone(),
-            Arc::new(move |size| batch_metrics.token_batch(size)),
+            Arc::new(move |size, took| batch_metrics.token_batch(size, took)),
+            match repo.dialect() {
+                Dialect::Sqlite => 1,
+                Dialect::Postgres => usize::from(settings.batch_writers),
+            },
         );
         let (failures, failures_task) = FailureRecorder::spawn(repo.clone());
         let retention = tokio::spawn(apply_retention(audit.clone()));

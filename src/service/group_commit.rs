@@ -9,12 +9,19 @@
 //! runs, the next requests queue up, so under light load a batch is one write (no added
 //! latency) and under heavy load it grows up to `MAX_BATCH`.
 //!
+//! On PostgreSQL several writers may take turns at the queue: while one batch waits for its
+//! commit (a network round trip and a WAL flush), the next one is collected and sent. Batches
+//! of the same tenant still commit one after the other, since each holds the tenant's
+//! audit-chain head from its first statement to its commit; what overlaps is everything around
+//! that. SQLite has one writer at a time, so it gets one writer task.
+//!
 //! If a commit fails, every request in the batch gets the error and nothing of the batch is
-//! written. On shutdown the queue closes and the writer drains it before it stops.
+//! written. On shutdown the queue closes and the writers drain it before they stop.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::store::{BatchOp, BatchOutcome, Repository, StoreError};
@@ -25,8 +32,8 @@ pub const MAX_BATCH: usize = 1024;
 /// What became of a write, or why its whole batch failed.
 pub type WriteOutcome = Result<BatchOutcome, Arc<StoreError>>;
 
-/// Told the size of every batch committed (for metrics).
-pub type BatchObserver = Arc<dyn Fn(usize) + Send + Sync>;
+/// Told the size of every batch committed and how long its transaction took (for metrics).
+pub type BatchObserver = Arc<dyn Fn(usize, Duration) + Send + Sync>;
 
 struct Pending {
     op: BatchOp,
@@ -39,11 +46,23 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer task. It ends when every `GroupCommit` clone is dropped and the queue
-    /// is drained.
-    pub fn spawn(repo: Arc<dyn Repository>, on_batch: BatchObserver) -> (Self, JoinHandle<()>) {
+    /// Starts `writers` writer tasks (at least one). The returned task ends when every
+    /// `GroupCommit` clone is dropped and the queue is drained.
+    pub fn spawn(
+        repo: Arc<dyn Repository>,
+        on_batch: BatchObserver,
+        writers: usize,
+    ) -> (Self, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(MAX_BATCH * 4);
-        let task = tokio::spawn(run(repo, receiver, on_batch));
+        let receiver = Arc::new(Mutex::new(receiver));
+        let tasks: Vec<_> = (0..writers.max(1))
+            .map(|_| tokio::spawn(run(repo.clone(), receiver.clone(), on_batch.clone())))
+            .collect();
+        let task = tokio::spawn(async move {
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
         (Self { queue }, task)
     }
 
@@ -65,15 +84,21 @@ impl GroupCommit {
 
 async fn run(
     repo: Arc<dyn Repository>,
-    mut receiver: mpsc::Receiver<Pending>,
+    receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
     on_batch: BatchObserver,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        // One writer collects at a time; it lets go of the queue as soon as it has a batch.
+        let collected = receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await;
+        if collected == 0 {
+            return;
+        }
         let ops: Vec<BatchOp> = batch.iter().map(|p| p.op.clone()).collect();
+        let started = Instant::now();
         match repo.commit_batch(&ops).await {
             Ok(outcomes) => {
-                on_batch(ops.len());
+                on_batch(ops.len(), started.elapsed());
                 for (pending, outcome) in batch.drain(..).zip(outcomes) {
                     // The requester may have gone away; its write is durable either way.
                     let _ = pending.reply.send(Ok(outcome));

@@ -150,6 +150,7 @@ pub fn settings(db: &TestDatabase) -> Settings {
         default_limits: callsign::domain::LimitTable::acs_defaults(),
         tenant_max_in_flight: 256,
         verified_token_cache: 100_000,
+        batch_writers: 2,
         operator_cache_seconds: 300,
         operator_auth_attempts_per_minute: 10,
         log_format: LogFormat::Text,
