@@ -15,6 +15,7 @@ mod bench;
 mod concurrency;
 mod identities;
 mod invalidation;
+mod openapi;
 mod persistence;
 mod rotation;
 mod tenants;
