@@ -15,6 +15,7 @@ mod bench;
 mod concurrency;
 mod identities;
 mod invalidation;
+mod isolation;
 mod openapi;
 mod persistence;
 mod rotation;
