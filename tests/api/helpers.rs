@@ -429,6 +429,7 @@ impl TestServer {
         let handle = app.handle();
         let task = tokio::spawn(app.run_until_stopped());
         Peer {
+            https_port,
             handle,
             task,
             default: self.default.with_port(https_port),
@@ -512,6 +513,7 @@ impl TestServer {
 
 /// A second server instance on a [`TestServer`]'s database.
 pub struct Peer {
+    pub https_port: u16,
     handle: actix_web::dev::ServerHandle,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// The default tenant, through this instance.

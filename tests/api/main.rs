@@ -17,6 +17,7 @@ mod identities;
 mod invalidation;
 mod isolation;
 mod openapi;
+mod operator_changes;
 mod persistence;
 mod rotation;
 mod tenants;
