@@ -90,7 +90,7 @@ async fn across_change<F, Fut>(
     stop.store(true, Ordering::Relaxed);
 
     let sent = old_traffic.await.expect("traffic");
-    for instance in 0..2 {
+    for (instance, delay) in delays.iter().enumerate() {
         let before = sent
             .iter()
             .filter(|s| s.instance == instance && s.at < changed)
@@ -101,7 +101,7 @@ async fn across_change<F, Fut>(
         );
         let after: Vec<_> = sent
             .iter()
-            .filter(|s| s.instance == instance && s.at >= changed + delays[instance])
+            .filter(|s| s.instance == instance && s.at >= changed + *delay)
             .collect();
         assert!(
             !after.is_empty(),
@@ -113,7 +113,7 @@ async fn across_change<F, Fut>(
             0,
             "{succeeded} of {} requests sent to instance {instance} {:?} after the change succeeded",
             after.len(),
-            delays[instance]
+            delay
         );
     }
     if let Some(kept) = kept_traffic {
