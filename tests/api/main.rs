@@ -16,6 +16,7 @@ mod concurrency;
 mod identities;
 mod invalidation;
 mod isolation;
+mod limits;
 mod openapi;
 mod operator_changes;
 mod persistence;
