@@ -622,7 +622,7 @@ impl<'a> Request<'a> {
 }
 
 impl AcsClient {
-    fn new(db: &TestDatabase, host: &str, port: u16, key: &str) -> Self {
+    pub fn new(db: &TestDatabase, host: &str, port: u16, key: &str) -> Self {
         let pem = std::fs::read(db.data_dir.join("tls/cert.pem")).expect("cert.pem");
         let mut builder = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))

@@ -20,6 +20,7 @@ mod limits;
 mod openapi;
 mod operator_changes;
 mod persistence;
+mod process;
 mod rotation;
 mod tenants;
 mod under_load;
