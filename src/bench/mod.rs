@@ -99,6 +99,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100_000)]
     pub max_prepared: usize,
 
+    /// After each operation, measure it again at half the rate it just reached, open loop
+    /// (requests leave on a fixed schedule whatever the answers; latency counts from when a
+    /// request was due): the latency of a server at half its maximum load.
+    #[arg(long)]
+    pub half_load: bool,
+
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -222,6 +228,7 @@ fn plan(settings: &Settings, args: &BenchArgs) -> anyhow::Result<Plan> {
         pool_identities: args.pool_identities.max(1),
         max_prepared: args.max_prepared.max(1),
         threads: usize::from(args.threads),
+        half_load: args.half_load,
         verbose: true,
     })
 }

@@ -140,11 +140,18 @@ impl Pool {
     }
 
     /// Loads the server from every connection: `warmup`, then a measured `window`.
+    ///
+    /// Without `rate` each connection sends its next request as soon as the last is answered
+    /// (closed loop: the most the server does at this concurrency). With `rate` (requests per
+    /// second, over all connections) requests leave on a fixed schedule whatever the answers
+    /// (open loop), and a latency counts from the moment its request was due, so a server
+    /// that falls behind shows it in the latency instead of slowing the load down.
     pub async fn load(
         &mut self,
         source: Source,
         warmup: Duration,
         window: Duration,
+        rate: Option<f64>,
     ) -> anyhow::Result<Phase> {
         let source = Arc::new(source);
         let origin = Instant::now();
@@ -159,11 +166,21 @@ impl Pool {
         for (index, client) in self.clients.drain(..).enumerate() {
             let recorders = (Recorder::new()?, Recorder::new()?);
             let cursor = source.first_cursor(index, workers);
+            // Each connection sends every `workers / rate` seconds, the connections evenly
+            // staggered over that interval.
+            let schedule = rate.filter(|r| *r > 0.0).map(|rate| {
+                let interval = Duration::from_secs_f64(workers as f64 / rate);
+                Schedule {
+                    next: origin + interval.mul_f64(index as f64 / workers as f64),
+                    interval,
+                }
+            });
             set.spawn(worker(
                 client,
                 source.clone(),
                 clock.clone(),
                 cursor,
+                schedule,
                 recorders,
             ));
         }
@@ -245,15 +262,30 @@ impl Pool {
     }
 }
 
+/// When an open-loop connection sends its next request.
+struct Schedule {
+    next: Instant,
+    interval: Duration,
+}
+
 async fn worker(
     mut client: Client,
     source: Arc<Source>,
     clock: Arc<Clock>,
     mut cursor: usize,
+    mut schedule: Option<Schedule>,
     (mut measured, mut outside): (Recorder, Recorder),
 ) -> (Client, (Recorder, Recorder)) {
     loop {
-        let started = Instant::now();
+        let started = match &mut schedule {
+            Some(schedule) => {
+                let due = schedule.next;
+                schedule.next += schedule.interval;
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
         if started >= clock.end || clock.exhausted().is_some() {
             break;
         }

@@ -39,6 +39,8 @@ pub struct Plan {
     /// Most requests prepared for an operation that uses each once (delete, distinct
     /// introspection).
     pub max_prepared: usize,
+    /// After each operation, measure it again open-loop at half the rate it reached.
+    pub half_load: bool,
     /// Worker threads of the generator (for the report; the caller builds the runtime).
     pub threads: usize,
     /// Print what the run is doing to stderr.
@@ -73,6 +75,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
             Source::Fixed(operation::healthz()?),
             plan.warmup,
             plan.duration,
+            None,
         )
         .await?;
     let ceiling = OperationReport::measured("healthz", &phase, None);
@@ -80,7 +83,12 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
 
     let mut operations = Vec::new();
     for op in &plan.operations {
-        operations.push(session.measure(*op).await?);
+        let full = session.measure(*op, None).await?;
+        let half = full.requests_per_second / 2.0;
+        operations.push(full);
+        if plan.half_load && half > 0.0 {
+            operations.push(session.measure(*op, Some(half)).await?);
+        }
     }
     Ok(Report {
         machine,
@@ -117,7 +125,12 @@ impl Session<'_> {
         }
     }
 
-    async fn measure(&mut self, op: Operation) -> anyhow::Result<OperationReport> {
+    /// Measures `op` at full load, or open-loop at `rate` requests per second.
+    async fn measure(
+        &mut self,
+        op: Operation,
+        rate: Option<f64>,
+    ) -> anyhow::Result<OperationReport> {
         let Some(source) = self
             .prepare(op)
             .await
@@ -126,12 +139,16 @@ impl Session<'_> {
             self.say(&format!("{}: not available on this server", op.name()));
             return Ok(OperationReport::unavailable(op.name()));
         };
-        self.say(&format!("{}: measuring", op.name()));
+        let name = match rate {
+            None => op.name().to_owned(),
+            Some(rate) => format!("{} @ {rate:.0}/s", op.name()),
+        };
+        self.say(&format!("{name}: measuring"));
         let phase: Phase = self
             .pool
-            .load(source, self.plan.warmup, self.plan.duration)
+            .load(source, self.plan.warmup, self.plan.duration, rate)
             .await?;
-        Ok(OperationReport::measured(op.name(), &phase, self.ceiling))
+        Ok(OperationReport::measured(&name, &phase, self.ceiling))
     }
 
     /// What `op` sends, or `None` when the server does not have its route.

@@ -9,6 +9,7 @@ use crate::helpers::{Backend, TestServer, encode};
 
 crate::both_backends!(
     a_short_run_measures_every_operation_without_errors,
+    half_load_runs_open_loop_at_half_the_rate_reached,
     the_cli_reports_json_over_plain_http,
     seeding_loads_identities_and_tokens_the_server_serves,
 );
@@ -37,6 +38,7 @@ async fn a_short_run_measures_every_operation_without_errors(backend: Backend) {
         pool_identities: 20,
         max_prepared: 500,
         threads: 1,
+        half_load: false,
         verbose: false,
     };
     let report = bench::run(&plan).await.expect("the run completes");
@@ -74,6 +76,49 @@ async fn a_short_run_measures_every_operation_without_errors(backend: Backend) {
             .count("identities WHERE deleted_at IS NOT NULL")
             .await
             >= report.operations[8].requests as i64
+    );
+}
+
+async fn half_load_runs_open_loop_at_half_the_rate_reached(backend: Backend) {
+    let server = TestServer::spawn(backend).await;
+    server.lift_rate_limits().await;
+    let connection =
+        ConnectionString::parse(&default_connection_string(&server)).expect("connection string");
+    let plan = Plan {
+        endpoint: connection.endpoint,
+        access_key: connection.access_key,
+        connect_to: None,
+        ca_cert: server.db.data_dir.join("tls/cert.pem"),
+        connections: 8,
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(200),
+        operations: vec![Operation::GetIdentity],
+        timeout: Duration::from_secs(30),
+        pool_identities: 20,
+        max_prepared: 500,
+        threads: 1,
+        half_load: true,
+        verbose: false,
+    };
+    let report = bench::run(&plan).await.expect("the run completes");
+    let table = report.table();
+    assert_eq!(report.error_count(), 0, "{table}");
+    let [full, half] = report.operations.as_slice() else {
+        panic!("expected a full and a half-load row: {table}");
+    };
+    assert_eq!(full.operation, "get-identity", "{table}");
+    let target = full.requests_per_second / 2.0;
+    assert_eq!(
+        half.operation,
+        format!("get-identity @ {target:.0}/s"),
+        "{table}"
+    );
+    // The schedule, not the server, sets the pace: close to the target, whatever the
+    // server could do (a slow moment may make it lag a little behind).
+    let achieved = half.requests_per_second / target;
+    assert!(
+        (0.6..=1.1).contains(&achieved),
+        "{achieved:.2} of the target rate: {table}"
     );
 }
 
