@@ -76,7 +76,7 @@ impl Metrics {
         let token_batch_size = Histogram::with_opts(
             HistogramOpts::new(
                 "token_batch_size",
-                "Token records committed per group-commit transaction.",
+                "Writes (identities, tokens, revocations, deletions) committed per group-commit transaction.",
             )
             .buckets(vec![
                 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,

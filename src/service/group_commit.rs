@@ -1,5 +1,5 @@
-//! Group commit: the writes that dominate traffic (new identities and issued tokens, each
-//! with its audit events) are committed many to a transaction.
+//! Group commit: the identity writes (new identities, issued tokens, revocations and
+//! deletions, each with its audit events) are committed many to a transaction.
 //!
 //! A request is answered only once its write is durable. Committing each in its own
 //! transaction would cap throughput at the database's commit rate — and, since every audited

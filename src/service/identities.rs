@@ -11,8 +11,8 @@ use serde_json::json;
 use crate::domain::audit::{AuditEvent, Operation};
 use crate::domain::{ExpiryMinutes, ExternalId, IdentityId, ScopeSet, Timestamp};
 use crate::store::{
-    BatchOp, BatchOutcome, CreateIdentity, IdentityRecord, InsertIdentityOutcome, NewIdentity,
-    Repository, StoreError, TokenIssue, TokenRecord,
+    BatchOp, BatchOutcome, CreateIdentity, IdentityRecord, InsertIdentityOutcome, MarkIdentity,
+    NewIdentity, Repository, StoreError, TokenIssue, TokenRecord,
 };
 
 use super::audit::Caller;
@@ -181,16 +181,7 @@ impl IdentityService {
     ) -> ServiceResult<()> {
         let details = json!({"revokedBefore": now.to_rfc3339()});
         let event = identity_event(caller, id, Operation::TokenRevoke, now, details);
-        if id.tenant() != tenant.id {
-            return Err(not_found(&id));
-        }
-        let mark = self
-            .repo
-            .revoke_tokens(id, now, &event)
-            .await?
-            .ok_or_else(|| not_found(&id))?;
-        self.revocations.apply(mark);
-        Ok(())
+        self.mark(tenant, id, now, false, event).await
     }
 
     pub async fn delete(
@@ -201,16 +192,38 @@ impl IdentityService {
         now: Timestamp,
     ) -> ServiceResult<()> {
         let event = identity_event(caller, id, Operation::IdentityDelete, now, json!({}));
+        self.mark(tenant, id, now, true, event).await
+    }
+
+    /// Revokes (or deletes) through the group commit, like the writes it must order with,
+    /// and applies the mark here before answering, so introspection on this server agrees
+    /// at once.
+    async fn mark(
+        &self,
+        tenant: &Tenant,
+        id: IdentityId,
+        at: Timestamp,
+        delete: bool,
+        event: AuditEvent,
+    ) -> ServiceResult<()> {
         if id.tenant() != tenant.id {
             return Err(not_found(&id));
         }
-        let mark = self
-            .repo
-            .delete_identity(id, now, &event)
-            .await?
-            .ok_or_else(|| not_found(&id))?;
-        self.revocations.apply(mark);
-        Ok(())
+        let op = BatchOp::MarkIdentity(MarkIdentity {
+            id,
+            at,
+            delete,
+            event,
+        });
+        match self.batches.write(op).await {
+            Ok(BatchOutcome::Marked(Some(mark))) => {
+                self.revocations.apply(mark);
+                Ok(())
+            }
+            Ok(BatchOutcome::Marked(None)) => Err(not_found(&id)),
+            Ok(other) => Err(unexpected(other)),
+            Err(error) => Err(shared_store_error(&error)),
+        }
     }
 }
 

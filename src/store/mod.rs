@@ -23,8 +23,8 @@ use crate::domain::{IdentityId, KeySlot, OperatorCredentialId, TenantId, Timesta
 pub use records::{
     AccessKeyRecord, AuditChainState, AuditQuery, BatchOp, BatchOutcome, CreateIdentity,
     DeletedTenantRecord, DeletionCounts, IdentityChange, IdentityRecord, InsertIdentityOutcome,
-    NewIdentity, OperatorCredentialRecord, PoolStats, RevocationMark, SigningKeyRecord,
-    TenantChanges, TenantRecord, TenantScope, TokenIssue, TokenRecord,
+    MarkIdentity, NewIdentity, OperatorCredentialRecord, PoolStats, RevocationMark,
+    SigningKeyRecord, TenantChanges, TenantRecord, TenantScope, TokenIssue, TokenRecord,
 };
 
 /// Which SQL dialect a store speaks.

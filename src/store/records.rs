@@ -118,11 +118,22 @@ pub struct CreateIdentity {
     pub events: Vec<AuditEvent>,
 }
 
+/// A revocation (every token issued up to `at`) or a deletion of a live identity, and its
+/// audit event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarkIdentity {
+    pub id: IdentityId,
+    pub at: Timestamp,
+    pub delete: bool,
+    pub event: AuditEvent,
+}
+
 /// One write of a group-committed batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BatchOp {
     CreateIdentity(CreateIdentity),
     IssueToken(TokenIssue),
+    MarkIdentity(MarkIdentity),
 }
 
 impl BatchOp {
@@ -130,6 +141,7 @@ impl BatchOp {
         match self {
             BatchOp::CreateIdentity(c) => c.identity.id.tenant(),
             BatchOp::IssueToken(i) => i.record.identity.tenant(),
+            BatchOp::MarkIdentity(m) => m.id.tenant(),
         }
     }
 }
@@ -174,6 +186,8 @@ pub enum BatchOutcome {
     Created(InsertIdentityOutcome),
     /// Whether the token was recorded (false: its identity is missing or deleted).
     Issued(bool),
+    /// The identity's mark after a revocation or deletion; `None` when it was not live.
+    Marked(Option<RevocationMark>),
 }
 
 /// What a revoke or delete left on an identity: its revocation watermark (every token issued

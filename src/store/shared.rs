@@ -410,7 +410,7 @@ macro_rules! impl_repository {
                     .iter()
                     .filter_map(|op| match op {
                         BatchOp::CreateIdentity(c) => Some(&c.identity),
-                        BatchOp::IssueToken(_) => None,
+                        _ => None,
                     })
                     .collect();
                 let created = Self::insert_identities(&mut *tx, &creates).await?;
@@ -424,14 +424,28 @@ macro_rules! impl_repository {
                         BatchOp::CreateIdentity(c) if is_created(c) => c.token.as_ref(),
                         BatchOp::CreateIdentity(_) => None,
                         BatchOp::IssueToken(i) => Some(&i.record),
+                        BatchOp::MarkIdentity(_) => None,
                     })
                     .collect();
                 let written = Self::insert_tokens(&mut *tx, &tokens).await?;
 
+                // Revocations and deletions after the inserts, so a token recorded in this
+                // batch is covered by a mark of the same batch; their events follow, so the
+                // trail's order is the order the changes took effect in.
+                let mut marked = std::collections::HashMap::new();
+                for (index, op) in ops.iter().enumerate() {
+                    if let BatchOp::MarkIdentity(m) = op
+                        && let Some(mark) = Self::mark_locked(&mut *tx, m).await?
+                    {
+                        marked.insert(index, mark);
+                    }
+                }
+                Self::log_identity_changes(&mut *tx, ops, &marked).await?;
+
                 // Events in the order of the batch, only for what was written.
                 let mut events = Vec::with_capacity(ops.len() * 2);
                 let mut outcomes = Vec::with_capacity(ops.len());
-                for op in ops {
+                for (index, op) in ops.iter().enumerate() {
                     match op {
                         BatchOp::CreateIdentity(c) if is_created(c) => {
                             events.extend(c.events.iter().cloned());
@@ -464,8 +478,15 @@ macro_rules! impl_repository {
                             }
                             outcomes.push(BatchOutcome::Issued(ok));
                         }
+                        BatchOp::MarkIdentity(_) => {
+                            outcomes.push(BatchOutcome::Marked(marked.get(&index).copied()));
+                        }
                     }
                 }
+                events.extend(ops.iter().enumerate().filter_map(|(index, op)| match op {
+                    BatchOp::MarkIdentity(m) if marked.contains_key(&index) => Some(m.event.clone()),
+                    _ => None,
+                }));
                 Self::append_locked(&mut *tx, &mut chain, &events).await?;
                 tx.commit().await?;
                 Ok(outcomes)
@@ -1026,7 +1047,23 @@ macro_rules! impl_repository {
                 delete: bool,
                 event: &$crate::domain::audit::AuditEvent,
             ) -> $crate::store::StoreResult<Option<$crate::store::RevocationMark>> {
-                let sql = if delete {
+                use $crate::store::{BatchOp, BatchOutcome, MarkIdentity, Repository as _};
+                let op = BatchOp::MarkIdentity(MarkIdentity { id, at, delete, event: event.clone() });
+                match self.commit_batch(std::slice::from_ref(&op)).await?.pop() {
+                    Some(BatchOutcome::Marked(mark)) => Ok(mark),
+                    other => Err($crate::store::StoreError::Other(anyhow::anyhow!(
+                        "unexpected outcome of a mark: {other:?}"
+                    ))),
+                }
+            }
+
+            /// Revokes or deletes one live identity inside a batch's transaction (the chain
+            /// heads already locked); `None` when it was not live.
+            async fn mark_locked(
+                conn: &mut $conn,
+                m: &$crate::store::MarkIdentity,
+            ) -> Result<Option<$crate::store::RevocationMark>, sqlx::Error> {
+                let sql = if m.delete {
                     "UPDATE identities SET deleted_at = $3, external_id = NULL, \
                        tokens_revoked_before = CASE \
                          WHEN tokens_revoked_before IS NULL OR tokens_revoked_before < $3 THEN $3 \
@@ -1040,47 +1077,60 @@ macro_rules! impl_repository {
                      WHERE tenant_id = $1 AND identity_id = $2 AND deleted_at IS NULL \
                      RETURNING tokens_revoked_before"
                 };
-                let mut tx = self.begin_write().await?;
-                let mut chain = Self::lock_chains(&mut *tx, [id.tenant()]).await?;
                 let watermark: Option<i64> = sqlx::query_scalar(sql)
-                    .bind(id.tenant().as_uuid())
-                    .bind(id.local())
-                    .bind(at.millis())
-                    .fetch_optional(&mut *tx)
+                    .bind(m.id.tenant().as_uuid())
+                    .bind(m.id.local())
+                    .bind(m.at.millis())
+                    .fetch_optional(&mut *conn)
                     .await?;
-                let Some(watermark) = watermark else {
-                    tx.rollback().await?;
-                    return Ok(None);
-                };
-                let mark = $crate::store::RevocationMark {
-                    identity: id,
+                Ok(watermark.map(|watermark| $crate::store::RevocationMark {
+                    identity: m.id,
                     tokens_revoked_before: $crate::domain::Timestamp::from_millis(watermark),
-                    deleted: delete,
-                };
-                let seq: i64 = sqlx::query_scalar(
-                    "UPDATE identity_change_head SET seq = seq + 1 WHERE id = 1 RETURNING seq",
+                    deleted: m.delete,
+                }))
+            }
+
+            /// Appends the batch's marks to the identity change log (one move of its head for
+            /// the whole batch) and drops entries old enough that no poller needs them.
+            async fn log_identity_changes(
+                conn: &mut $conn,
+                ops: &[$crate::store::BatchOp],
+                marked: &std::collections::HashMap<usize, $crate::store::RevocationMark>,
+            ) -> Result<(), sqlx::Error> {
+                if marked.is_empty() {
+                    return Ok(());
+                }
+                let count = i64::try_from(marked.len()).unwrap_or(i64::MAX);
+                let last: i64 = sqlx::query_scalar(
+                    "UPDATE identity_change_head SET seq = seq + $1 WHERE id = 1 RETURNING seq",
                 )
-                .fetch_one(&mut *tx)
+                .bind(count)
+                .fetch_one(&mut *conn)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO identity_changes (seq, tenant_id, identity_id, \
-                     tokens_revoked_before, deleted, changed_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(seq)
-                .bind(id.tenant().as_uuid())
-                .bind(id.local())
-                .bind(watermark)
-                .bind(delete)
-                .bind(at.millis())
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("DELETE FROM identity_changes WHERE seq <= $1")
-                    .bind(seq - $crate::store::IDENTITY_CHANGES_KEPT)
-                    .execute(&mut *tx)
+                let mut seq = last - count;
+                for (index, op) in ops.iter().enumerate() {
+                    let ($crate::store::BatchOp::MarkIdentity(m), Some(mark)) = (op, marked.get(&index)) else {
+                        continue;
+                    };
+                    seq += 1;
+                    sqlx::query(
+                        "INSERT INTO identity_changes (seq, tenant_id, identity_id, \
+                         tokens_revoked_before, deleted, changed_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(seq)
+                    .bind(m.id.tenant().as_uuid())
+                    .bind(m.id.local())
+                    .bind(mark.tokens_revoked_before.millis())
+                    .bind(m.delete)
+                    .bind(m.at.millis())
+                    .execute(&mut *conn)
                     .await?;
-                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(event)).await?;
-                tx.commit().await?;
-                Ok(Some(mark))
+                }
+                sqlx::query("DELETE FROM identity_changes WHERE seq <= $1")
+                    .bind(last - $crate::store::IDENTITY_CHANGES_KEPT)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
             }
         }
 
