@@ -228,11 +228,7 @@ async fn failed_operator_authentications_are_audited_and_throttled_per_address(b
     assert_eq!(throttled.len(), 3);
     for reply in &throttled {
         assert_eq!(reply.error(429), "TooManyRequests");
-        let retry: u64 = reply.headers["retry-after"]
-            .to_str()
-            .expect("text")
-            .parse()
-            .expect("seconds");
+        let retry = reply.retry_after();
         assert!((1..=60).contains(&retry), "{retry}");
     }
     // A cached, valid credential is not throttled by its address's failures.

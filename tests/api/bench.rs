@@ -19,18 +19,16 @@ fn default_connection_string(server: &TestServer) -> String {
         .expect("default connection string")
 }
 
-async fn a_short_run_measures_every_operation_without_errors(backend: Backend) {
-    let server = TestServer::spawn(backend).await;
-    server.lift_rate_limits().await;
+/// A small run of every operation against `server`'s default tenant over HTTPS.
+fn plan_for(server: &TestServer, connections: usize) -> Plan {
     let connection =
-        ConnectionString::parse(&default_connection_string(&server)).expect("connection string");
-    let plan = Plan {
+        ConnectionString::parse(&default_connection_string(server)).expect("connection string");
+    Plan {
         endpoint: connection.endpoint,
         access_key: connection.access_key,
         connect_to: None,
         ca_cert: server.db.data_dir.join("tls/cert.pem"),
-        connections: 4,
-        // Long enough that even a slow write on a busy machine completes within the window.
+        connections,
         duration: Duration::from_secs(1),
         warmup: Duration::from_millis(100),
         operations: Operation::ALL.to_vec(),
@@ -40,6 +38,16 @@ async fn a_short_run_measures_every_operation_without_errors(backend: Backend) {
         threads: 1,
         half_load: false,
         verbose: false,
+    }
+}
+
+async fn a_short_run_measures_every_operation_without_errors(backend: Backend) {
+    let server = TestServer::spawn(backend).await;
+    server.lift_rate_limits().await;
+    let plan = Plan {
+        // Long enough that even a slow write on a busy machine completes within the window.
+        duration: Duration::from_secs(1),
+        ..plan_for(&server, 4)
     };
     let report = bench::run(&plan).await.expect("the run completes");
     let table = report.table();
@@ -82,23 +90,12 @@ async fn a_short_run_measures_every_operation_without_errors(backend: Backend) {
 async fn half_load_runs_open_loop_at_half_the_rate_reached(backend: Backend) {
     let server = TestServer::spawn(backend).await;
     server.lift_rate_limits().await;
-    let connection =
-        ConnectionString::parse(&default_connection_string(&server)).expect("connection string");
     let plan = Plan {
-        endpoint: connection.endpoint,
-        access_key: connection.access_key,
-        connect_to: None,
-        ca_cert: server.db.data_dir.join("tls/cert.pem"),
-        connections: 8,
         duration: Duration::from_secs(2),
         warmup: Duration::from_millis(200),
         operations: vec![Operation::GetIdentity],
-        timeout: Duration::from_secs(30),
-        pool_identities: 20,
-        max_prepared: 500,
-        threads: 1,
         half_load: true,
-        verbose: false,
+        ..plan_for(&server, 8)
     };
     let report = bench::run(&plan).await.expect("the run completes");
     let table = report.table();

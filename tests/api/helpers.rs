@@ -107,6 +107,28 @@ impl TestDatabase {
 
 use sqlx::Connection as _;
 
+impl TestDatabase {
+    /// `SELECT COUNT(*) FROM <table>` on a connection of its own.
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        if self.url.starts_with("sqlite") {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                .await
+                .expect("sqlite");
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&mut conn)
+                .await
+                .expect("count")
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("pg");
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&mut conn)
+                .await
+                .expect("count")
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let Some(name) = self.name.take() else { return };
@@ -349,22 +371,7 @@ impl TestServer {
 
     /// Opens the test's database directly, to check what was (not) written.
     pub async fn count(&self, table: &str) -> i64 {
-        let sql = format!("SELECT COUNT(*) FROM {table}");
-        if self.db.url.starts_with("sqlite") {
-            let mut conn = sqlx::SqliteConnection::connect(&self.db.url)
-                .await
-                .expect("sqlite");
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .fetch_one(&mut conn)
-                .await
-                .expect("count")
-        } else {
-            let mut conn = sqlx::PgConnection::connect(&self.db.url).await.expect("pg");
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .fetch_one(&mut conn)
-                .await
-                .expect("count")
-        }
+        self.db.count(table).await
     }
 
     /// Row counts of every table a request could write to.
@@ -545,6 +552,15 @@ impl Reply {
             .as_str()
             .unwrap_or_else(|| panic!("no identity.id in {}", self.body))
             .to_owned()
+    }
+
+    /// The `Retry-After` header, in whole seconds.
+    pub fn retry_after(&self) -> u64 {
+        self.headers["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("Retry-After is whole seconds")
     }
 
     /// Asserts an ACS-shaped error with `status` and returns its code.

@@ -13,11 +13,7 @@ crate::both_backends!(
 
 fn assert_throttled(reply: &Reply) {
     assert_eq!(reply.error(429), "TooManyRequests");
-    let retry: u64 = reply.headers["retry-after"]
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("Retry-After is whole seconds");
+    let retry = reply.retry_after();
     assert!((1..=30).contains(&retry), "Retry-After {retry}");
 }
 
@@ -87,6 +83,24 @@ async fn a_used_up_limit_is_a_429_that_writes_nothing_and_spares_other_tenants(b
     }
 }
 
+/// Sets acme's limit with the CLI, then waits (at most the documented second) until issuing
+/// for `id` answers `status`.
+async fn set_by_cli(server: &TestServer, acme: &AcsClient, id: &str, limit: &str, status: u16) {
+    let out = server.cli(&["tenant", "update", "--tenant", "acme", "--limit", limit]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(std::time::Duration::from_secs(1), || async {
+        acme.issue_token(id, json!({"scopes": ["chat"]}))
+            .await
+            .status
+            == status
+    })
+    .await;
+}
+
 async fn the_cli_lifts_a_limit_of_a_running_server(backend: Backend) {
     let server = TestServer::spawn(backend).await;
     let (acme, _) = limited_tenant(&server, json!({"issue_token": "1/30s"})).await;
@@ -94,50 +108,12 @@ async fn the_cli_lifts_a_limit_of_a_running_server(backend: Backend) {
     acme.token(&id, &["chat"]).await;
     assert_throttled(&acme.issue_token(&id, json!({"scopes": ["chat"]})).await);
 
-    let out = server.cli(&[
-        "tenant",
-        "update",
-        "--tenant",
-        "acme",
-        "--limit",
-        "issue_token=none",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_until(std::time::Duration::from_secs(1), || async {
-        acme.issue_token(&id, json!({"scopes": ["chat"]}))
-            .await
-            .status
-            == 200
-    })
-    .await;
+    set_by_cli(&server, &acme, &id, "issue_token=none", 200).await;
     for _ in 0..20 {
         acme.token(&id, &["chat"]).await;
     }
 
     // And back: a limit set by the CLI applies the same way.
-    let out = server.cli(&[
-        "tenant",
-        "update",
-        "--tenant",
-        "acme",
-        "--limit",
-        "issue_token=2/30s",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_until(std::time::Duration::from_secs(1), || async {
-        acme.issue_token(&id, json!({"scopes": ["chat"]}))
-            .await
-            .status
-            == 429
-    })
-    .await;
+    set_by_cli(&server, &acme, &id, "issue_token=2/30s", 429).await;
     assert_throttled(&acme.issue_token(&id, json!({"scopes": ["chat"]})).await);
 }

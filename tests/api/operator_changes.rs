@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{API, AcsClient, Backend, Request, TestServer, encode};
+use crate::helpers::{API, AcsClient, AdminClient, Backend, Peer, Request, TestServer, encode};
 
 crate::both_backends!(
     a_regenerated_key_fails_at_once_here_and_within_a_second_on_a_peer,
@@ -128,15 +128,50 @@ async fn across_change<F, Fut>(
     }
 }
 
+/// Two instances on one database, and a tenant created through the first's admin API with an
+/// identity.
+struct Acme {
+    server: TestServer,
+    admin: AdminClient,
+    tenant: String,
+    primary: AcsClient,
+    secondary: AcsClient,
+    peer: Peer,
+    id: String,
+}
+
+impl Acme {
+    async fn start(backend: Backend) -> Self {
+        let server = TestServer::spawn(backend).await;
+        let admin = server.admin().await;
+        let created = admin.create_tenant("acme", "acme.test").await;
+        let key = |slot: &str| created[slot].as_str().expect("key").to_owned();
+        let primary = server.client("acme.test", &key("primaryKey"));
+        let secondary = server.client("acme.test", &key("secondaryKey"));
+        let peer = server.spawn_peer().await;
+        let id = primary.new_identity().await;
+        Self {
+            tenant: key("tenantId"),
+            server,
+            admin,
+            primary,
+            secondary,
+            peer,
+            id,
+        }
+    }
+}
+
 async fn a_regenerated_key_fails_at_once_here_and_within_a_second_on_a_peer(backend: Backend) {
-    let server = TestServer::spawn(backend).await;
-    let admin = server.admin().await;
-    let created = admin.create_tenant("acme", "acme.test").await;
-    let tenant = created["tenantId"].as_str().expect("tenantId").to_owned();
-    let primary = server.client("acme.test", created["primaryKey"].as_str().expect("key"));
-    let secondary = server.client("acme.test", created["secondaryKey"].as_str().expect("key"));
-    let peer = server.spawn_peer().await;
-    let id = primary.new_identity().await;
+    let Acme {
+        server,
+        admin,
+        tenant,
+        primary,
+        secondary,
+        peer,
+        id,
+    } = Acme::start(backend).await;
 
     let mut new_key = String::new();
     across_change(
@@ -167,14 +202,15 @@ async fn a_regenerated_key_fails_at_once_here_and_within_a_second_on_a_peer(back
 }
 
 async fn a_deleted_tenant_is_gone_at_once_here_and_within_a_second_on_a_peer(backend: Backend) {
-    let server = TestServer::spawn(backend).await;
-    let admin = server.admin().await;
-    let created = admin.create_tenant("acme", "acme.test").await;
-    let tenant = created["tenantId"].as_str().expect("tenantId").to_owned();
-    let primary = server.client("acme.test", created["primaryKey"].as_str().expect("key"));
-    let secondary = server.client("acme.test", created["secondaryKey"].as_str().expect("key"));
-    let peer = server.spawn_peer().await;
-    let id = primary.new_identity().await;
+    let Acme {
+        server,
+        admin,
+        tenant,
+        primary,
+        secondary,
+        peer,
+        id,
+    } = Acme::start(backend).await;
     let token = primary.token(&id, &["chat"]).await;
     let on_peer = secondary.with_port(peer.https_port);
     assert!(on_peer.is_active(&token).await);

@@ -10,30 +10,10 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use sqlx::Connection as _;
 
 use crate::helpers::{AcsClient, Backend, TestDatabase};
 
 crate::both_backends!(json_logs_hold_no_secret_and_sigterm_finishes_what_is_in_flight);
-
-async fn count(db: &TestDatabase, what: &str) -> i64 {
-    let sql = format!("SELECT COUNT(*) FROM {what}");
-    if db.url.starts_with("sqlite") {
-        let mut conn = sqlx::SqliteConnection::connect(&db.url)
-            .await
-            .expect("sqlite");
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(&mut conn)
-            .await
-            .expect("count")
-    } else {
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("pg");
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(&mut conn)
-            .await
-            .expect("count")
-    }
-}
 
 async fn json_logs_hold_no_secret_and_sigterm_finishes_what_is_in_flight(backend: Backend) {
     let db = TestDatabase::create(backend).await;
@@ -129,7 +109,7 @@ async fn json_logs_hold_no_secret_and_sigterm_finishes_what_is_in_flight(backend
     }
 
     // SIGTERM while token issues are in flight.
-    let issued_before = count(&db, "issued_tokens").await;
+    let issued_before = db.count("issued_tokens").await;
     let issues = (0..60).map(|_| {
         let client = client.clone();
         let id = id.clone();
@@ -169,10 +149,11 @@ async fn json_logs_hold_no_secret_and_sigterm_finishes_what_is_in_flight(backend
         assert!(matches!(reply, Ok(200) | Err(_)), "{reply:?}");
     }
     assert!(answered > 0, "SIGTERM came before any issue was answered");
-    assert_eq!(count(&db, "issued_tokens").await - issued_before, answered);
+    assert_eq!(db.count("issued_tokens").await - issued_before, answered);
     assert_eq!(
-        count(&db, "audit_events WHERE operation = 'token.issue'").await,
-        count(&db, "issued_tokens").await
+        db.count("audit_events WHERE operation = 'token.issue'")
+            .await,
+        db.count("issued_tokens").await
     );
 
     reader.join().expect("reader");
