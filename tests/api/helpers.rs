@@ -200,6 +200,14 @@ impl TestServer {
         Self::start_with(db, &settings).await
     }
 
+    /// A server whose settings `adjust` changes first.
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Self {
+        let db = TestDatabase::create(backend).await;
+        let mut settings = settings(&db);
+        adjust(&mut settings);
+        Self::start_with(db, &settings).await
+    }
+
     async fn start_with(db: TestDatabase, settings: &Settings) -> Self {
         let app = Application::build(settings).await.expect("server starts");
         let https_port = app.https_port();

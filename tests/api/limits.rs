@@ -9,6 +9,7 @@ use crate::helpers::{AcsClient, Backend, Reply, TestServer, wait_until};
 crate::both_backends!(
     a_used_up_limit_is_a_429_that_writes_nothing_and_spares_other_tenants,
     the_cli_lifts_a_limit_of_a_running_server,
+    a_tenant_at_its_in_flight_cap_gets_429s_while_another_is_served,
 );
 
 fn assert_throttled(reply: &Reply) {
@@ -116,4 +117,39 @@ async fn the_cli_lifts_a_limit_of_a_running_server(backend: Backend) {
     // And back: a limit set by the CLI applies the same way.
     set_by_cli(&server, &acme, &id, "issue_token=2/30s", 429).await;
     assert_throttled(&acme.issue_token(&id, json!({"scopes": ["chat"]})).await);
+}
+
+async fn a_tenant_at_its_in_flight_cap_gets_429s_while_another_is_served(backend: Backend) {
+    let server =
+        TestServer::spawn_with(backend, |settings| settings.tenant_max_in_flight = 2).await;
+    server.lift_rate_limits().await;
+    let (acme, _) = server.create_tenant("acme", "acme.test").await;
+    let id = server.default.new_identity().await;
+    let acme_id = acme.new_identity().await;
+
+    // The default tenant floods; acme goes on one request at a time meanwhile.
+    let flood = (0..60).map(|_| {
+        let client = server.default.clone();
+        let id = id.clone();
+        async move { client.issue_token(&id, json!({"scopes": ["chat"]})).await }
+    });
+    let steady = async {
+        for _ in 0..10 {
+            acme.token(&acme_id, &["chat"]).await;
+        }
+    };
+    let (replies, ()) = tokio::join!(futures_util::future::join_all(flood), steady);
+    let throttled: Vec<_> = replies.iter().filter(|r| r.status == 429).collect();
+    assert!(
+        !throttled.is_empty(),
+        "60 concurrent requests never exceeded a cap of 2"
+    );
+    for reply in &throttled {
+        assert_throttled(reply);
+    }
+    assert!(replies.iter().all(|r| r.status == 200 || r.status == 429));
+    let answered = replies.iter().filter(|r| r.status == 200).count() as i64;
+    // The refused requests wrote nothing: every record is an answered token (acme's 10, the
+    // default tenant's answered ones).
+    assert_eq!(server.count("issued_tokens").await, answered + 10);
 }
