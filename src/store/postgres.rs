@@ -24,6 +24,9 @@ impl PgStore {
             .with_context(|| format!("parsing the PostgreSQL URL {:?}", redact_url(url)))?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            // sqlx already pings a connection when it comes back to the pool (and drops it if
+            // broken); pinging again on the way out would add a round trip to every query.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await

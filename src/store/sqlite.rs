@@ -58,6 +58,9 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // sqlx already pings a connection when it comes back to the pool (and drops it if
+            // broken); pinging again on the way out would add a round trip to every query.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .with_context(|| format!("opening the SQLite database {url:?}"))?;
