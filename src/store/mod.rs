@@ -69,6 +69,16 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// `identities` instead.
 pub const IDENTITY_CHANGES_KEPT: i64 = 100_000;
 
+/// One row of `identity_changes` as a batch writes it.
+pub(crate) struct ChangeRow {
+    pub seq: i64,
+    pub tenant: uuid::Uuid,
+    pub identity: uuid::Uuid,
+    pub tokens_revoked_before: i64,
+    pub deleted: bool,
+    pub changed_at: i64,
+}
+
 /// The repository interface both dialects implement and the same test suite runs against.
 #[async_trait]
 pub trait Repository: Send + Sync + 'static {

@@ -1,6 +1,6 @@
 //! The PostgreSQL store: the production database.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,7 +11,10 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::migrate;
-use super::{Dialect, IdentityRecord, NewIdentity, StoreResult, TokenRecord, redact_url};
+use super::{
+    ChangeRow, Dialect, IdentityRecord, MarkIdentity, NewIdentity, StoreResult, TokenRecord,
+    redact_url,
+};
 use crate::domain::audit::ChainedEvent;
 
 pub struct PgStore {
@@ -228,6 +231,64 @@ impl PgStore {
             .fetch_all(conn)
             .await?;
         Ok(written.into_iter().collect())
+    }
+}
+
+/// Revokes or deletes the batch's identities in one statement (each at most once); the
+/// watermark only moves forward, and an identity already deleted is left alone.
+const MARK_IDENTITIES: &str = "
+UPDATE identities i
+   SET deleted_at = CASE WHEN m.del THEN m.at ELSE i.deleted_at END,
+       external_id = CASE WHEN m.del THEN NULL ELSE i.external_id END,
+       tokens_revoked_before = GREATEST(COALESCE(i.tokens_revoked_before, m.at), m.at)
+  FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::bool[]) AS m (tenant_id, identity_id, at, del)
+ WHERE i.tenant_id = m.tenant_id AND i.identity_id = m.identity_id AND i.deleted_at IS NULL
+RETURNING i.tenant_id, i.identity_id, i.tokens_revoked_before";
+
+const INSERT_IDENTITY_CHANGES: &str = "
+INSERT INTO identity_changes (seq, tenant_id, identity_id, tokens_revoked_before, deleted, changed_at)
+SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::uuid[], $4::int8[], $5::bool[], $6::int8[])";
+
+impl PgStore {
+    /// Marks identities (no two the same); returns the new watermark of each one marked.
+    async fn mark_identities(
+        conn: &mut PgConnection,
+        marks: &[(usize, &MarkIdentity)],
+    ) -> Result<HashMap<(Uuid, Uuid), i64>, sqlx::Error> {
+        if marks.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let column =
+            |f: fn(&MarkIdentity) -> Uuid| marks.iter().map(|(_, m)| f(m)).collect::<Vec<_>>();
+        let rows: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(MARK_IDENTITIES)
+            .bind(column(|m| m.id.tenant().as_uuid()))
+            .bind(column(|m| m.id.local()))
+            .bind(marks.iter().map(|(_, m)| m.at.millis()).collect::<Vec<_>>())
+            .bind(marks.iter().map(|(_, m)| m.delete).collect::<Vec<_>>())
+            .fetch_all(conn)
+            .await?;
+        Ok(rows.into_iter().map(|(t, i, w)| ((t, i), w)).collect())
+    }
+
+    async fn insert_identity_changes(
+        conn: &mut PgConnection,
+        changes: &[ChangeRow],
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(INSERT_IDENTITY_CHANGES)
+            .bind(changes.iter().map(|c| c.seq).collect::<Vec<_>>())
+            .bind(changes.iter().map(|c| c.tenant).collect::<Vec<_>>())
+            .bind(changes.iter().map(|c| c.identity).collect::<Vec<_>>())
+            .bind(
+                changes
+                    .iter()
+                    .map(|c| c.tokens_revoked_before)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(changes.iter().map(|c| c.deleted).collect::<Vec<_>>())
+            .bind(changes.iter().map(|c| c.changed_at).collect::<Vec<_>>())
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 }
 

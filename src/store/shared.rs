@@ -432,12 +432,36 @@ macro_rules! impl_repository {
                 // Revocations and deletions after the inserts, so a token recorded in this
                 // batch is covered by a mark of the same batch; their events follow, so the
                 // trail's order is the order the changes took effect in.
+                let marks: Vec<(usize, &$crate::store::MarkIdentity)> = ops
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, op)| match op {
+                        BatchOp::MarkIdentity(m) => Some((index, m)),
+                        _ => None,
+                    })
+                    .collect();
                 let mut marked = std::collections::HashMap::new();
-                for (index, op) in ops.iter().enumerate() {
-                    if let BatchOp::MarkIdentity(m) = op
-                        && let Some(mark) = Self::mark_locked(&mut *tx, m).await?
-                    {
-                        marked.insert(index, mark);
+                let distinct: std::collections::HashSet<_> = marks.iter().map(|(_, m)| m.id).collect();
+                if distinct.len() == marks.len() {
+                    // One statement for all of them; with no identity marked twice, the order
+                    // of the marks within the batch cannot change any outcome.
+                    let watermarks = Self::mark_identities(&mut *tx, &marks).await?;
+                    for (index, m) in &marks {
+                        if let Some(&watermark) = watermarks.get(&(m.id.tenant().as_uuid(), m.id.local())) {
+                            marked.insert(*index, $crate::store::RevocationMark {
+                                identity: m.id,
+                                tokens_revoked_before: $crate::domain::Timestamp::from_millis(watermark),
+                                deleted: m.delete,
+                            });
+                        }
+                    }
+                } else {
+                    // The same identity twice (a revoke, then a delete): one after the other,
+                    // so the second sees what the first did.
+                    for (index, m) in &marks {
+                        if let Some(mark) = Self::mark_locked(&mut *tx, m).await? {
+                            marked.insert(*index, mark);
+                        }
                     }
                 }
                 Self::log_identity_changes(&mut *tx, ops, &marked).await?;
@@ -1107,25 +1131,25 @@ macro_rules! impl_repository {
                 .bind(count)
                 .fetch_one(&mut *conn)
                 .await?;
-                let mut seq = last - count;
-                for (index, op) in ops.iter().enumerate() {
-                    let ($crate::store::BatchOp::MarkIdentity(m), Some(mark)) = (op, marked.get(&index)) else {
-                        continue;
-                    };
-                    seq += 1;
-                    sqlx::query(
-                        "INSERT INTO identity_changes (seq, tenant_id, identity_id, \
-                         tokens_revoked_before, deleted, changed_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(seq)
-                    .bind(m.id.tenant().as_uuid())
-                    .bind(m.id.local())
-                    .bind(mark.tokens_revoked_before.millis())
-                    .bind(m.delete)
-                    .bind(m.at.millis())
-                    .execute(&mut *conn)
-                    .await?;
-                }
+                // Sequence numbers in the order of the batch.
+                let changes: Vec<$crate::store::ChangeRow> = ops
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, op)| match (op, marked.get(&index)) {
+                        ($crate::store::BatchOp::MarkIdentity(m), Some(mark)) => Some((m, mark)),
+                        _ => None,
+                    })
+                    .zip(last - count + 1..)
+                    .map(|((m, mark), seq)| $crate::store::ChangeRow {
+                        seq,
+                        tenant: m.id.tenant().as_uuid(),
+                        identity: m.id.local(),
+                        tokens_revoked_before: mark.tokens_revoked_before.millis(),
+                        deleted: m.delete,
+                        changed_at: m.at.millis(),
+                    })
+                    .collect();
+                Self::insert_identity_changes(&mut *conn, &changes).await?;
                 sqlx::query("DELETE FROM identity_changes WHERE seq <= $1")
                     .bind(last - $crate::store::IDENTITY_CHANGES_KEPT)
                     .execute(&mut *conn)

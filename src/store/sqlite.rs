@@ -10,13 +10,15 @@ use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 use uuid::Uuid;
 
 use super::migrate;
-use super::{Dialect, IdentityRecord, NewIdentity, StoreResult, TokenRecord};
+use super::{
+    ChangeRow, Dialect, IdentityRecord, MarkIdentity, NewIdentity, StoreResult, TokenRecord,
+};
 use crate::domain::audit::ChainedEvent;
 /// Rows per statement of a bulk load: 500 rows of at most 6 columns stay far below SQLite's
 /// limit of 32,766 bound parameters, and every full chunk reuses one prepared statement.
@@ -246,6 +248,79 @@ impl SqliteStore {
             .await?;
         }
         Ok(written)
+    }
+}
+
+impl SqliteStore {
+    /// Revokes or deletes the batch's identities in one statement (each at most once); the
+    /// watermark only moves forward, and an identity already deleted is left alone. Returns
+    /// the new watermark of each one marked.
+    async fn mark_identities(
+        conn: &mut SqliteConnection,
+        marks: &[(usize, &MarkIdentity)],
+    ) -> Result<HashMap<(Uuid, Uuid), i64>, sqlx::Error> {
+        use sqlx::Row as _;
+        if marks.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<_> = marks
+            .iter()
+            .map(|(_, m)| {
+                json!([
+                    hex(m.id.tenant().as_uuid().as_bytes()),
+                    hex(m.id.local().as_bytes()),
+                    m.at.millis(),
+                    m.delete,
+                ])
+            })
+            .collect();
+        let marked = sqlx::query(
+            "UPDATE identities \
+                SET deleted_at = CASE WHEN m.del THEN m.at ELSE identities.deleted_at END, \
+                    external_id = CASE WHEN m.del THEN NULL ELSE identities.external_id END, \
+                    tokens_revoked_before = max(coalesce(identities.tokens_revoked_before, m.at), m.at) \
+               FROM (SELECT unhex(value ->> 0) AS tenant_id, unhex(value ->> 1) AS identity_id, \
+                            value ->> 2 AS at, value ->> 3 AS del FROM json_each($1)) AS m \
+              WHERE identities.tenant_id = m.tenant_id AND identities.identity_id = m.identity_id \
+                AND identities.deleted_at IS NULL \
+             RETURNING identities.tenant_id, identities.identity_id, identities.tokens_revoked_before",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .fetch_all(conn)
+        .await?;
+        marked
+            .iter()
+            .map(|row| Ok((written_pair(row)?, row.try_get(2)?)))
+            .collect()
+    }
+
+    async fn insert_identity_changes(
+        conn: &mut SqliteConnection,
+        changes: &[ChangeRow],
+    ) -> Result<(), sqlx::Error> {
+        let rows: Vec<_> = changes
+            .iter()
+            .map(|c| {
+                json!([
+                    c.seq,
+                    hex(c.tenant.as_bytes()),
+                    hex(c.identity.as_bytes()),
+                    c.tokens_revoked_before,
+                    c.deleted,
+                    c.changed_at,
+                ])
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO identity_changes (seq, tenant_id, identity_id, tokens_revoked_before, \
+             deleted, changed_at) \
+             SELECT value ->> 0, unhex(value ->> 1), unhex(value ->> 2), value ->> 3, value ->> 4, \
+                    value ->> 5 FROM json_each($1)",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@ crate::both_backends!(
     concurrent_creates_with_one_external_id_make_one_identity,
     concurrent_token_issues_are_all_answered_and_all_recorded,
     a_delete_racing_token_issues_leaves_no_answered_token_unrecorded,
+    marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time,
 );
 
 async fn concurrent_token_issues_are_all_answered_and_all_recorded(backend: Backend) {
@@ -134,4 +135,85 @@ async fn concurrent_creates_with_one_external_id_make_one_identity(backend: Back
     );
     let (ok, report) = server.audit_verify();
     assert!(ok, "{report}");
+}
+
+/// A batch's revocations and deletions are written by one statement when no identity is marked
+/// twice, and one after the other when one is; either way each mark gets the outcome it would
+/// have had alone, in the batch's order, and the change log and the trail follow that order.
+async fn marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time(backend: Backend) {
+    use callsign::domain::audit::Operation;
+    use callsign::domain::{IdentityId, Timestamp};
+    use callsign::store::{BatchOp, BatchOutcome, MarkIdentity};
+
+    let server = TestServer::spawn(backend).await;
+    let revoked = server.default.new_identity().await;
+    let deleted = server.default.new_identity().await;
+    let twice = server.default.new_identity().await;
+    let unknown = IdentityId::generate(IdentityId::parse(&revoked).expect("id").tenant());
+    let (repo, _) = server.open_store().await;
+    let mark = |id: &str, at: i64, delete: bool| {
+        let operation = if delete {
+            Operation::IdentityDelete
+        } else {
+            Operation::TokenRevoke
+        };
+        BatchOp::MarkIdentity(MarkIdentity {
+            id: IdentityId::parse(id).expect("id"),
+            at: Timestamp::from_millis(at),
+            delete,
+            event: crate::helpers::cli_event(id, operation),
+        })
+    };
+    let watermark = |outcome: &BatchOutcome| match outcome {
+        BatchOutcome::Marked(Some(mark)) => {
+            Some((mark.tokens_revoked_before.millis(), mark.deleted))
+        }
+        BatchOutcome::Marked(None) => None,
+        other => panic!("not a mark: {other:?}"),
+    };
+    let now = Timestamp::now().millis();
+
+    // Distinct identities: one statement.
+    let outcomes = repo
+        .commit_batch(&[
+            mark(&revoked, now, false),
+            mark(&deleted, now, true),
+            mark(&unknown.to_string(), now, false),
+        ])
+        .await
+        .expect("batch");
+    let got: Vec<_> = outcomes.iter().map(watermark).collect();
+    assert_eq!(got, [Some((now, false)), Some((now, true)), None]);
+
+    // A watermark never moves back, and a deleted identity is not marked again.
+    let outcomes = repo
+        .commit_batch(&[
+            mark(&revoked, now - 60_000, false),
+            mark(&deleted, now + 1, false),
+        ])
+        .await
+        .expect("batch");
+    let got: Vec<_> = outcomes.iter().map(watermark).collect();
+    assert_eq!(got, [Some((now, false)), None]);
+
+    // One identity three times: revoke, delete, then a revoke that finds it gone.
+    let outcomes = repo
+        .commit_batch(&[
+            mark(&twice, now, false),
+            mark(&twice, now + 5, true),
+            mark(&twice, now + 10, false),
+        ])
+        .await
+        .expect("batch");
+    let got: Vec<_> = outcomes.iter().map(watermark).collect();
+    assert_eq!(got, [Some((now, false)), Some((now + 5, true)), None]);
+    repo.close().await;
+
+    // Five marks took effect: five change-log entries, the deleted identities gone.
+    assert_eq!(server.count("identity_changes").await, 5);
+    assert_eq!(server.default.get_identity(&deleted).await.status, 404);
+    assert_eq!(server.default.get_identity(&twice).await.status, 404);
+    assert_eq!(server.default.get_identity(&revoked).await.status, 200);
+    let (intact, report) = server.audit_verify();
+    assert!(intact, "{report}");
 }
