@@ -1150,8 +1150,13 @@ macro_rules! impl_repository {
                     })
                     .collect();
                 Self::insert_identity_changes(&mut *conn, &changes).await?;
-                sqlx::query("DELETE FROM identity_changes WHERE seq <= $1")
-                    .bind(last - $crate::store::IDENTITY_CHANGES_KEPT)
+                // Exactly the entries this batch pushed out of the kept window: every batch
+                // drops its own, and naming the range keeps PostgreSQL from walking the index
+                // entries of all the rows dropped before vacuum clears them.
+                let kept_from = last - $crate::store::IDENTITY_CHANGES_KEPT;
+                sqlx::query("DELETE FROM identity_changes WHERE seq > $1 AND seq <= $2")
+                    .bind(kept_from - count)
+                    .bind(kept_from)
                     .execute(&mut *conn)
                     .await?;
                 Ok(())

@@ -12,6 +12,7 @@ crate::both_backends!(
     concurrent_token_issues_are_all_answered_and_all_recorded,
     a_delete_racing_token_issues_leaves_no_answered_token_unrecorded,
     marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time,
+    the_change_log_keeps_the_newest_entries_as_batches_push_out_the_oldest,
 );
 
 async fn concurrent_token_issues_are_all_answered_and_all_recorded(backend: Backend) {
@@ -216,4 +217,61 @@ async fn marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time(back
     assert_eq!(server.default.get_identity(&revoked).await.status, 200);
     let (intact, report) = server.audit_verify();
     assert!(intact, "{report}");
+}
+
+/// The identity change log keeps its newest `IDENTITY_CHANGES_KEPT` entries: each batch drops
+/// the ones it pushes out of that window, however the batches fall across its edge.
+async fn the_change_log_keeps_the_newest_entries_as_batches_push_out_the_oldest(backend: Backend) {
+    use callsign::domain::audit::Operation;
+    use callsign::domain::{IdentityId, Timestamp};
+    use callsign::store::{BatchOp, IDENTITY_CHANGES_KEPT, IdentityRecord, MarkIdentity};
+
+    let server = TestServer::spawn(backend).await;
+    let first = server.default.new_identity().await;
+    let tenant = IdentityId::parse(&first).expect("id").tenant();
+    let (repo, _) = server.open_store().await;
+    let kept = usize::try_from(IDENTITY_CHANGES_KEPT).expect("size");
+    let now = Timestamp::now();
+    let identities: Vec<IdentityRecord> = (0..kept + 1500)
+        .map(|_| IdentityRecord {
+            id: IdentityId::generate(tenant),
+            external_id: None,
+            created_at: now,
+            last_token_issued_at: None,
+            tokens_revoked_before: None,
+        })
+        .collect();
+    repo.bulk_insert_identities(&identities)
+        .await
+        .expect("bulk insert");
+    // Batches of 7,000 straddle the window's edge: the last one pushes out 1,500 entries.
+    for chunk in identities.chunks(7_000) {
+        let ops: Vec<BatchOp> = chunk
+            .iter()
+            .map(|identity| {
+                BatchOp::MarkIdentity(MarkIdentity {
+                    id: identity.id,
+                    at: now,
+                    delete: false,
+                    event: crate::helpers::cli_event(
+                        &identity.id.to_string(),
+                        Operation::TokenRevoke,
+                    ),
+                })
+            })
+            .collect();
+        repo.commit_batch(&ops).await.expect("batch");
+    }
+    let oldest = repo.identity_changes_after(0, 1).await.expect("changes");
+    repo.close().await;
+
+    assert_eq!(
+        server.count("identity_changes").await,
+        IDENTITY_CHANGES_KEPT
+    );
+    assert_eq!(oldest.len(), 1);
+    assert_eq!(
+        oldest[0].seq, 1501,
+        "the oldest entry kept follows the 1,500 pushed out"
+    );
 }
