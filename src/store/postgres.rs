@@ -221,7 +221,9 @@ impl PgStore {
         let scopes: Vec<&str> = records.iter().map(|r| r.scopes.as_str()).collect();
         let issued: Vec<i64> = records.iter().map(|r| r.issued_at.millis()).collect();
         let expires: Vec<i64> = records.iter().map(|r| r.expires_at.millis()).collect();
+        // Unnamed, so planned for the tables as they are now (see `MARK_IDENTITIES`).
         let written: Vec<Uuid> = sqlx::query_scalar(INSERT_TOKEN_BATCH)
+            .persistent(false)
             .bind(&tenants)
             .bind(&jtis)
             .bind(&identities)
@@ -236,6 +238,14 @@ impl PgStore {
 
 /// Revokes or deletes the batch's identities in one statement (each at most once); the
 /// watermark only moves forward, and an identity already deleted is left alone.
+///
+/// This and `INSERT_TOKEN_BATCH` join a batch's rows to `identities`, and go as unnamed
+/// statements, planned on every execution: a prepared statement's cached generic plan was
+/// made for the table as it was then, and one made while it was small kept a hash join over
+/// the whole table after it had grown. Planning only these two, at the cost of one more round
+/// trip each, measured faster than planning every statement of a write transaction
+/// (`plan_cache_mode = force_custom_plan`): 13.3k against 12.3k issued tokens/s at 256
+/// connections.
 const MARK_IDENTITIES: &str = "
 UPDATE identities i
    SET deleted_at = CASE WHEN m.del THEN m.at ELSE i.deleted_at END,
@@ -261,6 +271,7 @@ impl PgStore {
         let column =
             |f: fn(&MarkIdentity) -> Uuid| marks.iter().map(|(_, m)| f(m)).collect::<Vec<_>>();
         let rows: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(MARK_IDENTITIES)
+            .persistent(false)
             .bind(column(|m| m.id.tenant().as_uuid()))
             .bind(column(|m| m.id.local()))
             .bind(marks.iter().map(|(_, m)| m.at.millis()).collect::<Vec<_>>())
