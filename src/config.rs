@@ -139,12 +139,13 @@ pub struct Settings {
     )]
     pub tenant_max_in_flight: u32,
 
-    /// Group-commit writers on PostgreSQL: while one batch commits, the next is sent
-    /// (SQLite always has one).
+    /// Group-commit writers on PostgreSQL: with more than one, a batch writes its rows while
+    /// the one before it commits (SQLite always has one). One measured fastest on 2 cores:
+    /// fewer, larger batches cost less CPU per write.
     #[arg(
         long,
         env = "CALLSIGN_BATCH_WRITERS",
-        default_value_t = 2,
+        default_value_t = 1,
         value_parser = clap::value_parser!(u16).range(1..=16),
         global = true
     )]

@@ -10,10 +10,10 @@
 //! latency) and under heavy load it grows up to `MAX_BATCH`.
 //!
 //! On PostgreSQL several writers may take turns at the queue: while one batch waits for its
-//! commit (a network round trip and a WAL flush), the next one is collected and sent. Batches
-//! of the same tenant still commit one after the other, since each holds the tenant's
-//! audit-chain head from its first statement to its commit; what overlaps is everything around
-//! that. SQLite has one writer at a time, so it gets one writer task.
+//! commit (a network round trip and a WAL flush), the next one is collected and its rows
+//! written. Batches of the same tenant still commit one after the other, since each holds the
+//! tenant's audit-chain head from its last statement to its commit. SQLite has one writer at a
+//! time, so it gets one writer task.
 //!
 //! If a commit fails, every request in the batch gets the error and nothing of the batch is
 //! written. On shutdown the queue closes and the writers drain it before they stop.

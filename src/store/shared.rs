@@ -8,11 +8,14 @@
 /// items given in braces. `$store` must have a `pool` field of a sqlx pool type whose
 /// connections are `$conn`, and inherent items `begin_write()` (a transaction that holds the
 /// write lock from its first statement), `LOCK_CHAIN_SQL` (reads a chain head and locks it
-/// until commit) and `insert_events()`.
+/// until commit), `insert_events()` and `append_events()` (appends events to their chains as
+/// the last writes of a transaction).
 ///
-/// Every audited write follows one order — lock the chain heads, change the data, append the
-/// events, move the heads — so writers of one tenant queue on its head row instead of
-/// deadlocking on each other's rows.
+/// Every audited write takes its locks in one order, so that no two of them wait on each
+/// other: the change epoch (operator writes only, which it serialises), then the data rows,
+/// then the identity change log's head, and last the audit chain heads, held from there to
+/// commit. A chain head is the one row all writers of a tenant update, so it is taken last,
+/// when nothing is left to wait for but the commit.
 macro_rules! impl_repository {
     ($store:ty, $conn:ty, { $($specific:tt)* }) => {
         impl $store {
@@ -51,6 +54,17 @@ macro_rules! impl_repository {
                     heads.insert(tenant, ChainHead { last_seq, last_hash });
                 }
                 Ok(ChainAppender::new(heads))
+            }
+
+            /// Locks the chain heads of the tenants of `events`, links the events into them,
+            /// inserts them and moves the heads.
+            async fn append_events_locking(
+                conn: &mut $conn,
+                events: &[$crate::domain::audit::AuditEvent],
+            ) -> Result<$crate::domain::audit::ChainAppender, $crate::store::StoreError> {
+                let mut chain = Self::lock_chains(&mut *conn, events.iter().map(|e| e.tenant)).await?;
+                Self::append_locked(&mut *conn, &mut chain, events).await?;
+                Ok(chain)
             }
 
             /// Links `events` into the locked chains, inserts them and moves the heads.
@@ -197,6 +211,7 @@ macro_rules! impl_repository {
                 }
 
                 let mut tx = self.begin_write().await?;
+                Self::bump_epoch(&mut *tx).await?;
                 sqlx::query(
                     "INSERT INTO tenants (tenant_id, name, is_default, created_at, audit_retention_days) \
                      VALUES ($1, $2, $3, $4, $5)",
@@ -208,10 +223,6 @@ macro_rules! impl_repository {
                 .bind(tenant.audit_retention_days)
                 .execute(&mut *tx)
                 .await?;
-                // A tenant id is new, so its chain starts here (a stale chain of a purged
-                // tenant with the same id cannot exist: ids are random).
-                let mut chain = Self::lock_chains(&mut *tx, [tenant.id]).await?;
-                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(event)).await?;
                 for (position, hostname) in tenant.hostnames.iter().enumerate() {
                     sqlx::query(
                         "INSERT INTO tenant_hostnames (hostname, tenant_id, position) VALUES ($1, $2, $3)",
@@ -251,7 +262,9 @@ macro_rules! impl_repository {
                 for (operation, setting) in tenant.limits.iter() {
                     Self::upsert_limit(&mut *tx, tenant.id, operation, setting).await?;
                 }
-                Self::bump_epoch(&mut *tx).await?;
+                // A tenant id is new, so its chain starts here (a stale chain of a purged
+                // tenant with the same id cannot exist: ids are random).
+                self.append_events(&mut *tx, std::slice::from_ref(event)).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -404,7 +417,6 @@ macro_rules! impl_repository {
             ) -> $crate::store::StoreResult<Vec<$crate::store::BatchOutcome>> {
                 use $crate::store::{BatchOp, BatchOutcome, InsertIdentityOutcome};
                 let mut tx = self.begin_write().await?;
-                let mut chain = Self::lock_chains(&mut *tx, ops.iter().map(BatchOp::tenant)).await?;
 
                 let creates: Vec<&$crate::store::NewIdentity> = ops
                     .iter()
@@ -511,7 +523,7 @@ macro_rules! impl_repository {
                     BatchOp::MarkIdentity(m) if marked.contains_key(&index) => Some(m.event.clone()),
                     _ => None,
                 }));
-                Self::append_locked(&mut *tx, &mut chain, &events).await?;
+                self.append_events(&mut *tx, &events).await?;
                 tx.commit().await?;
                 Ok(outcomes)
             }
@@ -607,7 +619,7 @@ macro_rules! impl_repository {
                 event: &$crate::domain::audit::AuditEvent,
             ) -> $crate::store::StoreResult<bool> {
                 let mut tx = self.begin_write().await?;
-                let mut chain = Self::lock_chains(&mut *tx, [tenant]).await?;
+                Self::bump_epoch(&mut *tx).await?;
                 let exists: i64 =
                     sqlx::query_scalar("SELECT COUNT(*) FROM tenants WHERE tenant_id = $1")
                         .bind(tenant.as_uuid())
@@ -616,9 +628,6 @@ macro_rules! impl_repository {
                 if exists == 0 {
                     return Ok(false);
                 }
-                sqlx::query("UPDATE change_epoch SET epoch = epoch + 1 WHERE id = 1")
-                    .execute(&mut *tx)
-                    .await?;
                 sqlx::query(
                     "UPDATE signing_keys SET retired_at = $2 WHERE tenant_id = $1 AND retired_at IS NULL",
                 )
@@ -639,7 +648,7 @@ macro_rules! impl_repository {
                 .bind(key.retired_at.map(|t| t.millis()))
                 .execute(&mut *tx)
                 .await?;
-                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(event)).await?;
+                self.append_events(&mut *tx, std::slice::from_ref(event)).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -652,7 +661,7 @@ macro_rules! impl_repository {
             ) -> $crate::store::StoreResult<bool> {
                 use $crate::store::StoreError;
                 let mut tx = self.begin_write().await?;
-                let mut chain = Self::lock_chains(&mut *tx, [tenant]).await?;
+                Self::bump_epoch(&mut *tx).await?;
                 let exists: Option<String> = sqlx::query_scalar("SELECT name FROM tenants WHERE tenant_id = $1")
                     .bind(tenant.as_uuid())
                     .fetch_optional(&mut *tx)
@@ -720,8 +729,7 @@ macro_rules! impl_repository {
                         .execute(&mut *tx)
                         .await?;
                 }
-                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(event)).await?;
-                Self::bump_epoch(&mut *tx).await?;
+                self.append_events(&mut *tx, std::slice::from_ref(event)).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -733,7 +741,7 @@ macro_rules! impl_repository {
                 make_event: &(dyn Fn($crate::store::DeletionCounts) -> $crate::domain::audit::AuditEvent + Send + Sync),
             ) -> $crate::store::StoreResult<Option<$crate::store::DeletionCounts>> {
                 let mut tx = self.begin_write().await?;
-                let mut chain = Self::lock_chains(&mut *tx, [tenant]).await?;
+                Self::bump_epoch(&mut *tx).await?;
                 let row: Option<(String, Option<i32>)> = sqlx::query_as(
                     "SELECT name, audit_retention_days FROM tenants WHERE tenant_id = $1",
                 )
@@ -778,8 +786,7 @@ macro_rules! impl_repository {
                 }
                 let counts = $crate::store::DeletionCounts { identities, issued_tokens };
                 let event = make_event(counts);
-                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(&event)).await?;
-                Self::bump_epoch(&mut *tx).await?;
+                self.append_events(&mut *tx, std::slice::from_ref(&event)).await?;
                 tx.commit().await?;
                 Ok(Some(counts))
             }
@@ -813,7 +820,7 @@ macro_rules! impl_repository {
                 event: &$crate::domain::audit::AuditEvent,
             ) -> $crate::store::StoreResult<bool> {
                 let mut tx = self.begin_write().await?;
-                let mut chain = Self::lock_chains(&mut *tx, [tenant]).await?;
+                Self::bump_epoch(&mut *tx).await?;
                 let affected = sqlx::query(
                     "UPDATE access_keys SET sealed_key = $3, created_at = $4 WHERE tenant_id = $1 AND slot = $2",
                 )
@@ -827,8 +834,7 @@ macro_rules! impl_repository {
                 if affected != 1 {
                     return Ok(false);
                 }
-                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(event)).await?;
-                Self::bump_epoch(&mut *tx).await?;
+                self.append_events(&mut *tx, std::slice::from_ref(event)).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -839,7 +845,7 @@ macro_rules! impl_repository {
                 event: &$crate::domain::audit::AuditEvent,
             ) -> $crate::store::StoreResult<()> {
                 let mut tx = self.begin_write().await?;
-                let mut chain = Self::lock_chains(&mut *tx, [event.tenant]).await?;
+                Self::bump_epoch(&mut *tx).await?;
                 sqlx::query(
                     "INSERT INTO operator_credentials (credential_id, name, phc_hash, created_at, revoked_at) \
                      VALUES ($1, $2, $3, $4, $5)",
@@ -851,8 +857,7 @@ macro_rules! impl_repository {
                 .bind(credential.revoked_at.map(|t| t.millis()))
                 .execute(&mut *tx)
                 .await?;
-                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(event)).await?;
-                Self::bump_epoch(&mut *tx).await?;
+                self.append_events(&mut *tx, std::slice::from_ref(event)).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -885,7 +890,7 @@ macro_rules! impl_repository {
                 event: &$crate::domain::audit::AuditEvent,
             ) -> $crate::store::StoreResult<bool> {
                 let mut tx = self.begin_write().await?;
-                let mut chain = Self::lock_chains(&mut *tx, [event.tenant]).await?;
+                Self::bump_epoch(&mut *tx).await?;
                 let affected = sqlx::query(
                     "UPDATE operator_credentials SET revoked_at = $2 WHERE credential_id = $1 AND revoked_at IS NULL",
                 )
@@ -897,8 +902,7 @@ macro_rules! impl_repository {
                 if affected != 1 {
                     return Ok(false);
                 }
-                Self::append_locked(&mut *tx, &mut chain, std::slice::from_ref(event)).await?;
-                Self::bump_epoch(&mut *tx).await?;
+                self.append_events(&mut *tx, std::slice::from_ref(event)).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -919,8 +923,7 @@ macro_rules! impl_repository {
                     return Ok(());
                 }
                 let mut tx = self.begin_write().await?;
-                let mut chain = Self::lock_chains(&mut *tx, events.iter().map(|e| e.tenant)).await?;
-                Self::append_locked(&mut *tx, &mut chain, events).await?;
+                self.append_events(&mut *tx, events).await?;
                 tx.commit().await?;
                 Ok(())
             }

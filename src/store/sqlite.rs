@@ -17,9 +17,10 @@ use uuid::Uuid;
 
 use super::migrate;
 use super::{
-    ChangeRow, Dialect, IdentityRecord, MarkIdentity, NewIdentity, StoreResult, TokenRecord,
+    ChangeRow, Dialect, IdentityRecord, MarkIdentity, NewIdentity, StoreError, StoreResult,
+    TokenRecord,
 };
-use crate::domain::audit::ChainedEvent;
+use crate::domain::audit::{AuditEvent, ChainedEvent};
 /// Rows per statement of a bulk load: 500 rows of at most 6 columns stay far below SQLite's
 /// limit of 32,766 bound parameters, and every full chunk reuses one prepared statement.
 const BULK_ROWS_PER_STATEMENT: usize = 500;
@@ -72,6 +73,16 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Appends `events` to their chains; with one writer at a time, the heads read are the
+    /// heads.
+    async fn append_events(
+        &self,
+        conn: &mut SqliteConnection,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        Self::append_events_locking(conn, events).await.map(drop)
+    }
+
     /// One identity's events through its index. Without statistics SQLite prefers to walk
     /// the primary key in `seq` order (to skip a sort) and filter, which reads the whole
     /// trail of the tenant.

@@ -13,6 +13,7 @@ crate::both_backends!(
     a_delete_racing_token_issues_leaves_no_answered_token_unrecorded,
     marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time,
     the_change_log_keeps_the_newest_entries_as_batches_push_out_the_oldest,
+    two_instances_and_the_cli_writing_one_tenant_keep_one_gapless_chain,
 );
 
 async fn concurrent_token_issues_are_all_answered_and_all_recorded(backend: Backend) {
@@ -94,6 +95,56 @@ async fn a_delete_racing_token_issues_leaves_no_answered_token_unrecorded(backen
             .status,
         404
     );
+}
+
+/// Each instance links a batch's events to the chain head it expects from its own last
+/// write; writes of another instance and of the CLI move the head under it, and a batch that
+/// finds the head moved must link its events again, not fork the chain.
+async fn two_instances_and_the_cli_writing_one_tenant_keep_one_gapless_chain(backend: Backend) {
+    let server = TestServer::spawn(backend).await;
+    let peer = server.spawn_peer().await;
+    let here = server.default.clone();
+    let there = peer.default.clone();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(here.new_identity().await);
+    }
+    // Both instances have appended once, so each now has a head it expects.
+    there.token(&ids[0], &["chat"]).await;
+    let rounds = 6;
+    for round in 0..rounds {
+        let requests = (0..60).map(|i| {
+            let client = if i % 2 == 0 {
+                here.clone()
+            } else {
+                there.clone()
+            };
+            let id = ids[i % ids.len()].clone();
+            async move { client.issue_token(&id, json!({"scopes": ["chat"]})).await }
+        });
+        let limit = format!("get_identity={}/30s", 1000 + round);
+        let cli = async {
+            tokio::task::block_in_place(|| {
+                server.cli(&["tenant", "update", "--tenant", "default", "--limit", &limit])
+            })
+        };
+        let (replies, out) = tokio::join!(join_all(requests), cli);
+        assert!(out.status.success(), "{out:?}");
+        for reply in &replies {
+            assert_eq!(reply.status, 200, "{}", reply.body);
+        }
+    }
+    let issued = 1 + rounds * 60;
+    assert_eq!(server.count("issued_tokens").await, issued as i64);
+    assert_eq!(
+        server
+            .count("audit_events WHERE operation = 'token.issue'")
+            .await,
+        issued as i64
+    );
+    let (ok, report) = server.audit_verify();
+    assert!(ok, "{report}");
+    peer.stop().await;
 }
 
 async fn concurrent_creates_with_one_external_id_make_one_identity(backend: Backend) {
