@@ -425,7 +425,7 @@ macro_rules! impl_repository {
                         _ => None,
                     })
                     .collect();
-                let created = Self::insert_identities(&mut *tx, &creates).await?;
+                let created = self.insert_identities(&mut *tx, &creates).await?;
                 let is_created = |c: &$crate::store::CreateIdentity| {
                     created.contains(&(c.identity.id.tenant().as_uuid(), c.identity.id.local()))
                 };
@@ -439,7 +439,7 @@ macro_rules! impl_repository {
                         BatchOp::MarkIdentity(_) => None,
                     })
                     .collect();
-                let written = Self::insert_tokens(&mut *tx, &tokens).await?;
+                let written = self.insert_tokens(&mut *tx, &tokens).await?;
 
                 // Revocations and deletions after the inserts, so a token recorded in this
                 // batch is covered by a mark of the same batch; their events follow, so the
@@ -457,7 +457,7 @@ macro_rules! impl_repository {
                 if distinct.len() == marks.len() {
                     // One statement for all of them; with no identity marked twice, the order
                     // of the marks within the batch cannot change any outcome.
-                    let watermarks = Self::mark_identities(&mut *tx, &marks).await?;
+                    let watermarks = self.mark_identities(&mut *tx, &marks).await?;
                     for (index, m) in &marks {
                         if let Some(&watermark) = watermarks.get(&(m.id.tenant().as_uuid(), m.id.local())) {
                             marked.insert(*index, $crate::store::RevocationMark {

@@ -165,6 +165,7 @@ impl SqliteStore {
     /// Inserts new identities; returns the (tenant, identity) pairs written. One whose
     /// external id is taken in its tenant (or earlier in the batch) is skipped.
     async fn insert_identities(
+        &self,
         conn: &mut SqliteConnection,
         identities: &[&NewIdentity],
     ) -> Result<HashSet<(Uuid, Uuid)>, sqlx::Error> {
@@ -199,6 +200,7 @@ impl SqliteStore {
     /// Inserts token records whose identity is live, moving each identity's
     /// `last_token_issued_at`; returns the jtis written.
     async fn insert_tokens(
+        &self,
         conn: &mut SqliteConnection,
         records: &[&TokenRecord],
     ) -> Result<HashSet<Uuid>, sqlx::Error> {
@@ -267,6 +269,7 @@ impl SqliteStore {
     /// watermark only moves forward, and an identity already deleted is left alone. Returns
     /// the new watermark of each one marked.
     async fn mark_identities(
+        &self,
         conn: &mut SqliteConnection,
         marks: &[(usize, &MarkIdentity)],
     ) -> Result<HashMap<(Uuid, Uuid), i64>, sqlx::Error> {
