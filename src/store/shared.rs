@@ -8,8 +8,9 @@
 /// items given in braces. `$store` must have a `pool` field of a sqlx pool type whose
 /// connections are `$conn`, and inherent items `begin_write()` (a transaction that holds the
 /// write lock from its first statement), `LOCK_CHAIN_SQL` (reads a chain head and locks it
-/// until commit), `insert_events()` and `append_events()` (appends events to their chains as
-/// the last writes of a transaction).
+/// until commit), `insert_events()`, `append_events()` (appends events to their chains as
+/// the last writes of a transaction) and `commit_tokens_at_once()` (a dialect's shortcut for
+/// a batch of token issues, or `None`).
 ///
 /// Every audited write takes its locks in one order, so that no two of them wait on each
 /// other: the change epoch (operator writes only, which it serialises), then the data rows,
@@ -416,6 +417,9 @@ macro_rules! impl_repository {
                 ops: &[$crate::store::BatchOp],
             ) -> $crate::store::StoreResult<Vec<$crate::store::BatchOutcome>> {
                 use $crate::store::{BatchOp, BatchOutcome, InsertIdentityOutcome};
+                if let Some(outcomes) = self.commit_tokens_at_once(ops).await? {
+                    return Ok(outcomes);
+                }
                 let mut tx = self.begin_write().await?;
 
                 let creates: Vec<&$crate::store::NewIdentity> = ops

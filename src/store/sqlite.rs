@@ -83,6 +83,15 @@ impl SqliteStore {
         Self::append_events_locking(conn, events).await.map(drop)
     }
 
+    /// SQLite has no shortcut for a batch of token issues: its transaction is already one
+    /// writer's, with no round trips.
+    async fn commit_tokens_at_once(
+        &self,
+        _ops: &[super::BatchOp],
+    ) -> Result<Option<Vec<super::BatchOutcome>>, StoreError> {
+        Ok(None)
+    }
+
     /// One identity's events through its index. Without statistics SQLite prefers to walk
     /// the primary key in `seq` order (to skip a sort) and filter, which reads the whole
     /// trail of the tenant.
