@@ -25,6 +25,7 @@ pub struct PgStore {
     /// The head each tenant's chain will have once the transactions this process sent have
     /// committed: the guess a batch appends its events to without reading the head first.
     predicted_heads: Mutex<HashMap<TenantId, ChainHead>>,
+    /// Appends of this process take turns (see `append_events`).
     appending: tokio::sync::Mutex<()>,
     /// Identities this process has inserted: see `replanned`.
     identities_written: AtomicU64,
@@ -53,11 +54,13 @@ impl PgStore {
     }
 }
 
-/// Inserts a whole batch in one statement and one round trip: the records arrive as parallel
-/// arrays, the UPDATE locks each live identity row (so a concurrent delete either happens
-/// before the batch and drops its records, or waits for it), and only records whose identity
-/// was updated are inserted.
-const INSERT_TOKEN_BATCH: &str = "
+/// The CTEs that record a batch of tokens, `$1`–`$6` being the records as parallel arrays:
+/// the UPDATE locks each live identity row (so a concurrent delete either happens before the
+/// batch and drops its records, or waits for it) and moves its `last_token_issued_at`, and
+/// only records whose identity was updated are inserted (`written`, their jtis).
+macro_rules! record_tokens_ctes {
+    () => {
+        "
 WITH input AS (
     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int8[], $6::int8[])
         AS t (tenant_id, jti, identity_id, scopes, issued_at, expires_at)
@@ -68,11 +71,17 @@ WITH input AS (
               FROM input GROUP BY tenant_id, identity_id) m
      WHERE i.tenant_id = m.tenant_id AND i.identity_id = m.identity_id AND i.deleted_at IS NULL
     RETURNING i.tenant_id, i.identity_id
-)
-INSERT INTO issued_tokens (tenant_id, jti, identity_id, scopes, issued_at, expires_at)
-SELECT input.tenant_id, input.jti, input.identity_id, input.scopes, input.issued_at, input.expires_at
-  FROM input JOIN live USING (tenant_id, identity_id)
-RETURNING jti";
+), written AS (
+    INSERT INTO issued_tokens (tenant_id, jti, identity_id, scopes, issued_at, expires_at)
+    SELECT input.tenant_id, input.jti, input.identity_id, input.scopes, input.issued_at, input.expires_at
+      FROM input JOIN live USING (tenant_id, identity_id)
+    RETURNING jti
+)"
+    };
+}
+
+/// Records a whole batch of tokens in one statement and one round trip.
+const INSERT_TOKEN_BATCH: &str = concat!(record_tokens_ctes!(), "\nSELECT jti FROM written");
 
 /// Appends `value` as a field of COPY's text format: backslash, tab and line breaks escaped.
 fn push_copy_text(out: &mut String, value: &str) {
@@ -144,37 +153,24 @@ SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[],
 /// was refused (its identity deleted meanwhile: its event must not be in the chain) or the
 /// head is not the one expected. The head's `WHERE` reads `written`, so the identity rows are
 /// locked before the head, in the order every write takes its locks.
-const ISSUE_AT_ONCE: &str = "
-WITH input AS (
-    SELECT * FROM UNNEST($19::uuid[], $20::uuid[], $21::uuid[], $22::text[], $23::int8[], $24::int8[])
-        AS t (tenant_id, jti, identity_id, scopes, issued_at, expires_at)
-), live AS (
-    UPDATE identities i
-       SET last_token_issued_at = GREATEST(COALESCE(i.last_token_issued_at, 0), m.issued_at)
-      FROM (SELECT tenant_id, identity_id, max(issued_at) AS issued_at
-              FROM input GROUP BY tenant_id, identity_id) m
-     WHERE i.tenant_id = m.tenant_id AND i.identity_id = m.identity_id AND i.deleted_at IS NULL
-    RETURNING i.tenant_id, i.identity_id
-), written AS (
-    INSERT INTO issued_tokens (tenant_id, jti, identity_id, scopes, issued_at, expires_at)
-    SELECT input.tenant_id, input.jti, input.identity_id, input.scopes, input.issued_at, input.expires_at
-      FROM input JOIN live USING (tenant_id, identity_id)
-    RETURNING jti
-), head AS (
+const ISSUE_AT_ONCE: &str = concat!(
+    record_tokens_ctes!(),
+    ", head AS (
     UPDATE audit_chains
-       SET last_seq = CASE WHEN last_seq = $17 AND last_hash = $18 THEN $15 ELSE last_seq END,
-           last_hash = CASE WHEN last_seq = $17 AND last_hash = $18 THEN $16 ELSE last_hash END
+       SET last_seq = CASE WHEN last_seq = $23 AND last_hash = $24 THEN $21 ELSE last_seq END,
+           last_hash = CASE WHEN last_seq = $23 AND last_hash = $24 THEN $22 ELSE last_hash END
      WHERE tenant_id = $1[1] AND (SELECT count(*) FROM written) >= 0
-    RETURNING last_seq = $15 AND last_hash = $16 AS linked
+    RETURNING last_seq = $21 AND last_hash = $22 AS linked
 ), events AS (
     INSERT INTO audit_events (tenant_id, seq, occurred_at, actor, operation, identity_id, outcome,
         client_request_id, request_id, source_address, user_agent, details, prev_hash, hash)
-    SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::uuid[],
-        $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bytea[])
+    SELECT * FROM UNNEST($7::uuid[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::uuid[],
+        $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::bytea[], $20::bytea[])
      WHERE (SELECT linked FROM head)
 )
-SELECT 1 / CASE WHEN (SELECT count(*) FROM written) = cardinality($19::uuid[])
-                 AND (SELECT linked FROM head) THEN 1 ELSE 0 END";
+SELECT 1 / CASE WHEN (SELECT count(*) FROM written) = cardinality($1::uuid[])
+                 AND (SELECT linked FROM head) THEN 1 ELSE 0 END"
+);
 
 /// SQLSTATE `division_by_zero`: how `ISSUE_AT_ONCE` refuses a batch.
 const REFUSED_AT_ONCE: &str = "22012";
@@ -214,7 +210,7 @@ impl PgStore {
                 .cloned()
                 .collect();
             if let Some(prediction) = self.predict(tenant, &own)? {
-                let inserted = Self::events_query(APPEND_IF_HEAD, &prediction.events)
+                let inserted = Self::bind_events(sqlx::query(APPEND_IF_HEAD), &prediction.events)
                     .bind(prediction.to.last_seq)
                     .bind(&prediction.to.last_hash)
                     .bind(prediction.from.last_seq)
@@ -254,7 +250,9 @@ impl PgStore {
         let Some(tenant) = issues.first().map(|i| i.record.identity.tenant()) else {
             return Ok(None);
         };
-        if issues.len() != ops.len() || issues.iter().any(|i| i.event.tenant != tenant) {
+        let foreign =
+            |i: &&TokenIssue| i.record.identity.tenant() != tenant || i.event.tenant != tenant;
+        if issues.len() != ops.len() || issues.iter().any(foreign) {
             return Ok(None);
         }
         let records: Vec<&TokenRecord> = issues.iter().map(|i| &i.record).collect();
@@ -268,13 +266,15 @@ impl PgStore {
         let Some(prediction) = prediction else {
             return Ok(None);
         };
-        let statement = self.replanned(ISSUE_AT_ONCE);
-        let query = Self::events_query(statement, &prediction.events)
+        let query = bind_tokens(sqlx::query(self.replanned(ISSUE_AT_ONCE)), &records);
+        let refused = match Self::bind_events(query, &prediction.events)
             .bind(prediction.to.last_seq)
             .bind(&prediction.to.last_hash)
             .bind(prediction.from.last_seq)
-            .bind(&prediction.from.last_hash);
-        let refused = match bind_tokens(query, &records).execute(&self.pool).await {
+            .bind(&prediction.from.last_hash)
+            .execute(&self.pool)
+            .await
+        {
             Ok(_) => false,
             Err(sqlx::Error::Database(error))
                 if error.code().as_deref() == Some(REFUSED_AT_ONCE) =>
@@ -344,20 +344,20 @@ impl PgStore {
         if events.is_empty() {
             return Ok(());
         }
-        Self::events_query(INSERT_EVENTS, events)
+        Self::bind_events(sqlx::query(INSERT_EVENTS), events)
             .execute(conn)
             .await?;
         Ok(())
     }
 
-    /// `sql` with `events` bound as its first 14 parameters, one array per column.
-    fn events_query<'q>(
-        sql: impl sqlx::SqlSafeStr,
+    /// `query` with `events` bound as its next 14 parameters, one array per column.
+    fn bind_events<'q>(
+        query: sqlx::query::Query<'q, Postgres, PgArguments>,
         events: &[ChainedEvent],
     ) -> sqlx::query::Query<'q, Postgres, PgArguments> {
         let column =
             |f: fn(&ChainedEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
-        sqlx::query(sql)
+        query
             .bind(
                 events
                     .iter()
