@@ -1,5 +1,6 @@
 //! The PostgreSQL store: the production database.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::str::FromStr;
@@ -54,15 +55,19 @@ impl PgStore {
     }
 }
 
-/// The CTEs that record a batch of tokens, `$1`–`$6` being the records as parallel arrays:
+/// The CTEs that record a batch of tokens, given the six parameters that hold the records as
+/// parallel arrays (tenant, jti, identity, scopes, issued at, expires at):
 /// the UPDATE locks each live identity row (so a concurrent delete either happens before the
 /// batch and drops its records, or waits for it) and moves its `last_token_issued_at`, and
 /// only records whose identity was updated are inserted (`written`, their jtis).
 macro_rules! record_tokens_ctes {
-    () => {
-        "
+    ($t:literal, $j:literal, $i:literal, $s:literal, $at:literal, $exp:literal) => {
+        concat!(
+            "
 WITH input AS (
-    SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int8[], $6::int8[])
+    SELECT * FROM UNNEST(",
+            $t, "::uuid[], ", $j, "::uuid[], ", $i, "::uuid[], ", $s, "::text[], ", $at,
+            "::int8[], ", $exp, "::int8[])
         AS t (tenant_id, jti, identity_id, scopes, issued_at, expires_at)
 ), live AS (
     UPDATE identities i
@@ -77,11 +82,15 @@ WITH input AS (
       FROM input JOIN live USING (tenant_id, identity_id)
     RETURNING jti
 )"
+        )
     };
 }
 
 /// Records a whole batch of tokens in one statement and one round trip.
-const INSERT_TOKEN_BATCH: &str = concat!(record_tokens_ctes!(), "\nSELECT jti FROM written");
+const INSERT_TOKEN_BATCH: &str = concat!(
+    record_tokens_ctes!("$1", "$2", "$3", "$4", "$5", "$6"),
+    "\nSELECT jti FROM written"
+);
 
 /// Appends `value` as a field of COPY's text format: backslash, tab and line breaks escaped.
 fn push_copy_text(out: &mut String, value: &str) {
@@ -121,31 +130,48 @@ impl PgStore {
 }
 
 /// All events of a transaction in one statement, as parallel arrays.
-const INSERT_EVENTS: &str = "
+macro_rules! insert_events_sql {
+    () => {
+        "
 INSERT INTO audit_events (tenant_id, seq, occurred_at, actor, operation, identity_id, outcome,
     client_request_id, request_id, source_address, user_agent, details, prev_hash, hash)
 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::uuid[],
-    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bytea[])";
+    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bytea[])"
+    };
+}
+const INSERT_EVENTS: &str = insert_events_sql!();
 
-/// Appends one tenant's events if its chain head is still the one expected: the head moves
-/// and the events go in together, or (another writer having moved the head) neither does.
-/// The head row is selected by tenant alone and the expectation checked in the SET: a WHERE
-/// on the head's values would be checked against the row as the statement's snapshot saw
-/// it, so a statement queued behind an append of this process that had not committed yet
-/// would never match.
-const APPEND_IF_HEAD: &str = "
-WITH head AS (
+/// The CTE `head`: moves the chain head of the events' tenant (`$1[1]`) from the expected
+/// one (`$17`, `$18`) to the one after the events (`$15`, `$16`) and says whether it did
+/// (`linked`); `$after` adds to its `WHERE`. The head row is selected by tenant alone and the
+/// expectation checked in the SET: a WHERE on the head's values would be checked against the
+/// row as the statement's snapshot saw it, so a statement queued behind an append of this
+/// process that had not committed yet would never match. Both the seq and the hash are
+/// compared: a head moved by others can have the expected seq.
+macro_rules! head_if_expected_cte {
+    ($after:literal) => {
+        concat!(
+            "head AS (
     UPDATE audit_chains
        SET last_seq = CASE WHEN last_seq = $17 AND last_hash = $18 THEN $15 ELSE last_seq END,
            last_hash = CASE WHEN last_seq = $17 AND last_hash = $18 THEN $16 ELSE last_hash END
-     WHERE tenant_id = $1[1]
+     WHERE tenant_id = $1[1] ",
+            $after,
+            "
     RETURNING last_seq = $15 AND last_hash = $16 AS linked
-)
-INSERT INTO audit_events (tenant_id, seq, occurred_at, actor, operation, identity_id, outcome,
-    client_request_id, request_id, source_address, user_agent, details, prev_hash, hash)
-SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::uuid[],
-    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bytea[])
- WHERE (SELECT linked FROM head)";
+)"
+        )
+    };
+}
+
+/// Appends one tenant's events if its chain head is still the one expected: the head moves
+/// and the events go in together, or (another writer having moved the head) neither does.
+const APPEND_IF_HEAD: &str = concat!(
+    "WITH ",
+    head_if_expected_cte!(""),
+    insert_events_sql!(),
+    "\n WHERE (SELECT linked FROM head)"
+);
 
 /// A batch of token issues of one tenant as one statement, committed on its own: the records
 /// (and their identities' `last_token_issued_at`), their events and the moved chain head go
@@ -154,21 +180,14 @@ SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[],
 /// head is not the one expected. The head's `WHERE` reads `written`, so the identity rows are
 /// locked before the head, in the order every write takes its locks.
 const ISSUE_AT_ONCE: &str = concat!(
-    record_tokens_ctes!(),
-    ", head AS (
-    UPDATE audit_chains
-       SET last_seq = CASE WHEN last_seq = $23 AND last_hash = $24 THEN $21 ELSE last_seq END,
-           last_hash = CASE WHEN last_seq = $23 AND last_hash = $24 THEN $22 ELSE last_hash END
-     WHERE tenant_id = $1[1] AND (SELECT count(*) FROM written) >= 0
-    RETURNING last_seq = $21 AND last_hash = $22 AS linked
-), events AS (
-    INSERT INTO audit_events (tenant_id, seq, occurred_at, actor, operation, identity_id, outcome,
-        client_request_id, request_id, source_address, user_agent, details, prev_hash, hash)
-    SELECT * FROM UNNEST($7::uuid[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::uuid[],
-        $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::bytea[], $20::bytea[])
-     WHERE (SELECT linked FROM head)
+    record_tokens_ctes!("$19", "$20", "$21", "$22", "$23", "$24"),
+    ", ",
+    head_if_expected_cte!("AND (SELECT count(*) FROM written) >= 0"),
+    ", events AS (",
+    insert_events_sql!(),
+    "\n WHERE (SELECT linked FROM head)
 )
-SELECT 1 / CASE WHEN (SELECT count(*) FROM written) = cardinality($1::uuid[])
+SELECT 1 / CASE WHEN (SELECT count(*) FROM written) = cardinality($19::uuid[])
                  AND (SELECT linked FROM head) THEN 1 ELSE 0 END"
 );
 
@@ -181,6 +200,20 @@ struct Prediction {
     to: ChainHead,
     events: Vec<ChainedEvent>,
 }
+
+impl Prediction {
+    /// `query` with the events as `$1`–`$14` and the heads as `$15`–`$18`, as
+    /// `head_if_expected_cte!` reads them.
+    fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
+        PgStore::bind_events(query, &self.events)
+            .bind(self.to.last_seq)
+            .bind(self.to.last_hash)
+            .bind(self.from.last_seq)
+            .bind(self.from.last_hash)
+    }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
 impl PgStore {
     /// Appends `events` to their chains as the last writes of a transaction.
@@ -203,18 +236,21 @@ impl PgStore {
         let mut tenants: Vec<TenantId> = events.iter().map(|e| e.tenant).collect();
         tenants.sort();
         tenants.dedup();
+        let single = tenants.len() == 1;
         for tenant in tenants {
-            let own: Vec<AuditEvent> = events
-                .iter()
-                .filter(|e| e.tenant == tenant)
-                .cloned()
-                .collect();
-            if let Some(prediction) = self.predict(tenant, &own)? {
-                let inserted = Self::bind_events(sqlx::query(APPEND_IF_HEAD), &prediction.events)
-                    .bind(prediction.to.last_seq)
-                    .bind(&prediction.to.last_hash)
-                    .bind(prediction.from.last_seq)
-                    .bind(&prediction.from.last_hash)
+            // Most appends are of one tenant: those need no copy.
+            let own: Cow<'_, [AuditEvent]> = if single {
+                Cow::Borrowed(events)
+            } else {
+                events
+                    .iter()
+                    .filter(|e| e.tenant == tenant)
+                    .cloned()
+                    .collect()
+            };
+            if let Some(prediction) = self.predict(tenant, own.iter())? {
+                let inserted = prediction
+                    .bind(sqlx::query(APPEND_IF_HEAD))
                     .execute(&mut *conn)
                     .await?
                     .rows_affected();
@@ -256,25 +292,17 @@ impl PgStore {
             return Ok(None);
         }
         let records: Vec<&TokenRecord> = issues.iter().map(|i| &i.record).collect();
-        let events: Vec<AuditEvent> = issues.iter().map(|i| i.event.clone()).collect();
         // Not holding `appending` while the statement runs: it waits on identity rows, which
         // a transaction of this process waiting for its turn to append may hold.
         let prediction = {
             let _turn = self.appending.lock().await;
-            self.predict(tenant, &events)?
+            self.predict(tenant, issues.iter().map(|i| &i.event))?
         };
         let Some(prediction) = prediction else {
             return Ok(None);
         };
-        let query = bind_tokens(sqlx::query(self.replanned(ISSUE_AT_ONCE)), &records);
-        let refused = match Self::bind_events(query, &prediction.events)
-            .bind(prediction.to.last_seq)
-            .bind(&prediction.to.last_hash)
-            .bind(prediction.from.last_seq)
-            .bind(&prediction.from.last_hash)
-            .execute(&self.pool)
-            .await
-        {
+        let query = prediction.bind(sqlx::query(self.replanned(ISSUE_AT_ONCE)));
+        let refused = match bind_tokens(query, &records).execute(&self.pool).await {
             Ok(_) => false,
             Err(sqlx::Error::Database(error))
                 if error.code().as_deref() == Some(REFUSED_AT_ONCE) =>
@@ -301,10 +329,10 @@ impl PgStore {
 
     /// Links `events` (all of `tenant`, at least one) to the expected head and expects the
     /// head after them next; `None` when this process has no expectation for the tenant yet.
-    fn predict(
+    fn predict<'a>(
         &self,
         tenant: TenantId,
-        events: &[AuditEvent],
+        events: impl IntoIterator<Item = &'a AuditEvent>,
     ) -> Result<Option<Prediction>, StoreError> {
         let mut heads = self.predicted_heads();
         let Some(from) = heads.get(&tenant).cloned() else {
@@ -351,10 +379,7 @@ impl PgStore {
     }
 
     /// `query` with `events` bound as its next 14 parameters, one array per column.
-    fn bind_events<'q>(
-        query: sqlx::query::Query<'q, Postgres, PgArguments>,
-        events: &[ChainedEvent],
-    ) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+    fn bind_events<'q>(query: PgQuery<'q>, events: &[ChainedEvent]) -> PgQuery<'q> {
         let column =
             |f: fn(&ChainedEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
         query
@@ -472,10 +497,7 @@ impl PgStore {
 
 /// `query` with `records` bound as its next six parameters, one array per column (tenant,
 /// jti, identity, scopes, issued at, expires at).
-fn bind_tokens<'q>(
-    query: sqlx::query::Query<'q, Postgres, PgArguments>,
-    records: &[&TokenRecord],
-) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+fn bind_tokens<'q>(query: PgQuery<'q>, records: &[&TokenRecord]) -> PgQuery<'q> {
     let column = |f: fn(&TokenRecord) -> Uuid| records.iter().map(|r| f(r)).collect::<Vec<_>>();
     let millis = |f: fn(&TokenRecord) -> i64| records.iter().map(|r| f(r)).collect::<Vec<_>>();
     query
