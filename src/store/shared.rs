@@ -775,8 +775,8 @@ macro_rules! impl_repository {
                 .bind(retention)
                 .execute(&mut *tx)
                 .await?;
-                // The foreign keys cascade too; deleting children first keeps the statement
-                // order the same on both dialects and independent of cascade settings.
+                // Children first, explicitly: token records have no foreign key to cascade
+                // from on PostgreSQL (V5), and the order is then the same on both dialects.
                 for sql in [
                     "DELETE FROM issued_tokens WHERE tenant_id = $1",
                     "DELETE FROM identities WHERE tenant_id = $1",

@@ -9,6 +9,7 @@ crate::both_backends!(
     tenants_never_see_each_others_identities,
     the_cli_refuses_a_host_name_already_claimed_and_bad_names,
     the_cli_lists_and_shows_tenants,
+    deleting_a_tenant_removes_its_token_records_and_no_others,
 );
 
 async fn a_tenant_created_by_the_cli_is_usable_within_a_second(backend: Backend) {
@@ -162,4 +163,37 @@ async fn the_cli_lists_and_shows_tenants(backend: Backend) {
     let out = server.cli(&["tenant", "show", "--tenant", "nobody"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no tenant"));
+}
+
+/// Nothing cascades from identities to token records on PostgreSQL (V5), so deleting a tenant
+/// deletes them itself: all of its own, none of another tenant's, counted in its event.
+async fn deleting_a_tenant_removes_its_token_records_and_no_others(backend: Backend) {
+    let server = TestServer::spawn(backend).await;
+    let (acme, _) = server.create_tenant("acme", "acme.test").await;
+    for (client, identities) in [(&server.default, 2), (&acme, 3)] {
+        for _ in 0..identities {
+            let id = client.new_identity().await;
+            client.token(&id, &["chat"]).await;
+            client.token(&id, &["voip"]).await;
+        }
+    }
+    assert_eq!(server.count("issued_tokens").await, 10);
+
+    let out = server.cli(&["tenant", "delete", "--tenant", "acme", "--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.count("issued_tokens").await, 4);
+    assert_eq!(server.count("identities").await, 2);
+    let counted = server
+        .count(
+            "audit_events WHERE operation = 'tenant.delete' \
+             AND details LIKE '%\"tokenRecordsRemoved\":6%'",
+        )
+        .await;
+    assert_eq!(counted, 1);
+    let (ok, report) = server.audit_verify();
+    assert!(ok, "{report}");
 }
