@@ -11,7 +11,7 @@ use crate::config::LogFormat;
 /// Installs the subscriber. Lines are written to stderr by a thread of their own through a
 /// buffer flushed whenever no line is waiting: at full load the access log is tens of
 /// thousands of lines a second, and a `write` on the request's thread for each was 6% of the
-/// server's CPU. Nothing is dropped (a full queue makes the logging thread wait) and the
+/// server's CPU. Nothing is dropped (with the queue full, a request that logs waits) and the
 /// returned guard flushes what is left when it is dropped, so keep it until the process ends.
 #[must_use = "dropping the guard stops the log writer"]
 pub fn init(format: LogFormat) -> WorkerGuard {

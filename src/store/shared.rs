@@ -776,7 +776,7 @@ macro_rules! impl_repository {
                 .execute(&mut *tx)
                 .await?;
                 // Children first, explicitly: token records have no foreign key to cascade
-                // from on PostgreSQL (V5), and the order is then the same on both dialects.
+                // from (V5).
                 for sql in [
                     "DELETE FROM issued_tokens WHERE tenant_id = $1",
                     "DELETE FROM identities WHERE tenant_id = $1",

@@ -165,8 +165,8 @@ async fn the_cli_lists_and_shows_tenants(backend: Backend) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no tenant"));
 }
 
-/// Nothing cascades from identities to token records on PostgreSQL (V5), so deleting a tenant
-/// deletes them itself: all of its own, none of another tenant's, counted in its event.
+/// Nothing cascades from identities to token records (V5), so deleting a tenant deletes them
+/// itself: all of its own, none of another tenant's, counted in its event.
 async fn deleting_a_tenant_removes_its_token_records_and_no_others(backend: Backend) {
     let server = TestServer::spawn(backend).await;
     let (acme, _) = server.create_tenant("acme", "acme.test").await;
