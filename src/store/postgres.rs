@@ -497,14 +497,15 @@ impl PgStore {
 
 /// `query` with `records` bound as its next six parameters, one array per column (tenant,
 /// jti, identity, scopes, issued at, expires at).
-fn bind_tokens<'q>(query: PgQuery<'q>, records: &[&TokenRecord]) -> PgQuery<'q> {
+fn bind_tokens<'q>(query: PgQuery<'q>, records: &[&'q TokenRecord]) -> PgQuery<'q> {
     let column = |f: fn(&TokenRecord) -> Uuid| records.iter().map(|r| f(r)).collect::<Vec<_>>();
     let millis = |f: fn(&TokenRecord) -> i64| records.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let scopes: Vec<&str> = records.iter().map(|r| r.scopes.as_str()).collect();
     query
         .bind(column(|r| r.identity.tenant().as_uuid()))
         .bind(column(|r| r.jti))
         .bind(column(|r| r.identity.local()))
-        .bind(records.iter().map(|r| r.scopes.clone()).collect::<Vec<_>>())
+        .bind(scopes)
         .bind(millis(|r| r.issued_at.millis()))
         .bind(millis(|r| r.expires_at.millis()))
 }
