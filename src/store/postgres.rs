@@ -60,6 +60,11 @@ impl PgStore {
 /// the UPDATE locks each live identity row (so a concurrent delete either happens before the
 /// batch and drops its records, or waits for it) and moves its `last_token_issued_at`, and
 /// only records whose identity was updated are inserted (`written`, their jtis).
+///
+/// The identities come sorted, so that an index plan (a nested loop over them) locks their
+/// rows in key order, as every other writer does; a plan that scans the table locks them in
+/// its physical order. Should two writers still meet in two orders, PostgreSQL aborts one of
+/// them and its batch goes the general way, which locks first (`lock_identities`).
 macro_rules! record_tokens_ctes {
     ($t:literal, $j:literal, $i:literal, $s:literal, $at:literal, $exp:literal) => {
         concat!(
@@ -73,7 +78,7 @@ WITH input AS (
     UPDATE identities i
        SET last_token_issued_at = GREATEST(COALESCE(i.last_token_issued_at, 0), m.issued_at)
       FROM (SELECT tenant_id, identity_id, max(issued_at) AS issued_at
-              FROM input GROUP BY tenant_id, identity_id) m
+              FROM input GROUP BY tenant_id, identity_id ORDER BY tenant_id, identity_id) m
      WHERE i.tenant_id = m.tenant_id AND i.identity_id = m.identity_id AND i.deleted_at IS NULL
     RETURNING i.tenant_id, i.identity_id
 ), written AS (
@@ -194,6 +199,10 @@ SELECT 1 / CASE WHEN (SELECT count(*) FROM written) = cardinality($19::uuid[])
 /// SQLSTATE `division_by_zero`: how `ISSUE_AT_ONCE` refuses a batch.
 const REFUSED_AT_ONCE: &str = "22012";
 
+/// SQLSTATE `deadlock_detected`: `ISSUE_AT_ONCE` met another writer's locks in another
+/// order and was the one aborted.
+const DEADLOCK_DETECTED: &str = "40P01";
+
 /// A tenant's events linked to the head this process expects its chain to have.
 struct Prediction {
     from: ChainHead,
@@ -305,7 +314,10 @@ impl PgStore {
         let refused = match bind_tokens(query, &records).execute(&self.pool).await {
             Ok(_) => false,
             Err(sqlx::Error::Database(error))
-                if error.code().as_deref() == Some(REFUSED_AT_ONCE) =>
+                if matches!(
+                    error.code().as_deref(),
+                    Some(REFUSED_AT_ONCE | DEADLOCK_DETECTED)
+                ) =>
             {
                 true
             }
@@ -423,7 +435,36 @@ SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[])
 ON CONFLICT DO NOTHING
 RETURNING tenant_id, identity_id";
 
+/// Locks identity rows in key order (`LockRows` runs above the sort), whatever order they
+/// are given in.
+const LOCK_IDENTITIES: &str = "
+SELECT 1 FROM identities
+ WHERE (tenant_id, identity_id) IN (SELECT * FROM UNNEST($1::uuid[], $2::uuid[]))
+ ORDER BY tenant_id, identity_id
+   FOR NO KEY UPDATE";
+
 impl PgStore {
+    /// Locks the rows of `identities` until commit, in one statement and in key order: the
+    /// statements after it (token records, revocations, deletions) each lock rows in the
+    /// order their plan meets them, and two instances whose batches touched the same
+    /// identities in two orders would wait on each other until PostgreSQL aborted one of them
+    /// (a 500 for every request of its batch).
+    async fn lock_identities(
+        &self,
+        conn: &mut PgConnection,
+        identities: &[(Uuid, Uuid)],
+    ) -> Result<(), sqlx::Error> {
+        if identities.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(self.replanned(LOCK_IDENTITIES))
+            .bind(identities.iter().map(|(t, _)| *t).collect::<Vec<_>>())
+            .bind(identities.iter().map(|(_, i)| *i).collect::<Vec<_>>())
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
     /// Inserts new identities; returns the (tenant, identity) pairs written.
     async fn insert_identities(
         &self,
@@ -433,6 +474,11 @@ impl PgStore {
         if identities.is_empty() {
             return Ok(HashSet::new());
         }
+        // In external-id order, so that two instances inserting the same external ids wait
+        // on each other's (unique index) entries in one order; stable, so that of two creates
+        // of one external id in the batch the first still wins.
+        let mut identities = identities.to_vec();
+        identities.sort_by_key(|i| (i.id.tenant(), i.external_id.as_deref()));
         let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(INSERT_IDENTITIES)
             .bind(
                 identities
@@ -518,13 +564,25 @@ fn plan_generation(identities_written: u64) -> u32 {
 }
 
 /// Revokes or deletes the batch's identities in one statement (each at most once); the
-/// watermark only moves forward, and an identity already deleted is left alone.
+/// watermark only moves forward, and an identity already deleted is left alone. The rows are
+/// locked first, in key order (as `LOCK_IDENTITIES`), when the batch did not lock them
+/// already: a batch of marks alone saves that round trip.
 const MARK_IDENTITIES: &str = "
+WITH m AS (
+    SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::bool[])
+        AS m (tenant_id, identity_id, at, del)
+), locked AS MATERIALIZED (
+    SELECT i.tenant_id, i.identity_id FROM identities i
+     WHERE (i.tenant_id, i.identity_id) IN (SELECT tenant_id, identity_id FROM m)
+       AND i.deleted_at IS NULL
+     ORDER BY i.tenant_id, i.identity_id
+       FOR NO KEY UPDATE
+)
 UPDATE identities i
    SET deleted_at = CASE WHEN m.del THEN m.at ELSE i.deleted_at END,
        external_id = CASE WHEN m.del THEN NULL ELSE i.external_id END,
        tokens_revoked_before = GREATEST(COALESCE(i.tokens_revoked_before, m.at), m.at)
-  FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::bool[]) AS m (tenant_id, identity_id, at, del)
+  FROM m JOIN locked USING (tenant_id, identity_id)
  WHERE i.tenant_id = m.tenant_id AND i.identity_id = m.identity_id AND i.deleted_at IS NULL
 RETURNING i.tenant_id, i.identity_id, i.tokens_revoked_before";
 

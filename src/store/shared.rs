@@ -9,11 +9,13 @@
 /// connections are `$conn`, and inherent items `begin_write()` (a transaction that holds the
 /// write lock from its first statement), `LOCK_CHAIN_SQL` (reads a chain head and locks it
 /// until commit), `insert_events()`, `append_events()` (appends events to their chains as
-/// the last writes of a transaction) and `commit_tokens_at_once()` (a dialect's shortcut for
-/// a batch of token issues, or `None`).
+/// the last writes of a transaction), `commit_tokens_at_once()` (a dialect's shortcut for
+/// a batch of token issues, or `None`) and `lock_identities()` (locks existing identity rows
+/// until commit, in one order).
 ///
 /// Every audited write takes its locks in one order, so that no two of them wait on each
-/// other: the change epoch (operator writes only, which it serialises), then the data rows,
+/// other: the change epoch (operator writes only, which it serialises), then the data rows
+/// (new identities in external-id order, then existing identities in key order),
 /// then the identity change log's head, and last the audit chain heads, held from there to
 /// commit. A chain head is the one row all writers of a tenant update, so it is taken last,
 /// when nothing is left to wait for but the commit.
@@ -443,8 +445,6 @@ macro_rules! impl_repository {
                         BatchOp::MarkIdentity(_) => None,
                     })
                     .collect();
-                let written = self.insert_tokens(&mut *tx, &tokens).await?;
-
                 // Revocations and deletions after the inserts, so a token recorded in this
                 // batch is covered by a mark of the same batch; their events follow, so the
                 // trail's order is the order the changes took effect in.
@@ -456,8 +456,28 @@ macro_rules! impl_repository {
                         _ => None,
                     })
                     .collect();
-                let mut marked = std::collections::HashMap::new();
                 let distinct: std::collections::HashSet<_> = marks.iter().map(|(_, m)| m.id).collect();
+                let issues = ops.iter().any(|op| matches!(op, BatchOp::IssueToken(_)));
+                if issues || distinct.len() != marks.len() {
+                    // More than one statement locks identity rows: all of them first, in one
+                    // order (see `lock_identities`). Marks alone are one statement, which
+                    // orders its own locks.
+                    let mut touched: Vec<(uuid::Uuid, uuid::Uuid)> = ops
+                        .iter()
+                        .filter_map(|op| match op {
+                            BatchOp::IssueToken(i) => Some(i.record.identity),
+                            BatchOp::MarkIdentity(m) => Some(m.id),
+                            BatchOp::CreateIdentity(_) => None,
+                        })
+                        .map(|id| (id.tenant().as_uuid(), id.local()))
+                        .collect();
+                    touched.sort_unstable();
+                    touched.dedup();
+                    self.lock_identities(&mut *tx, &touched).await?;
+                }
+                let written = self.insert_tokens(&mut *tx, &tokens).await?;
+
+                let mut marked = std::collections::HashMap::new();
                 if distinct.len() == marks.len() {
                     // One statement for all of them; with no identity marked twice, the order
                     // of the marks within the batch cannot change any outcome.

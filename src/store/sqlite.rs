@@ -83,6 +83,16 @@ impl SqliteStore {
         Self::append_events_locking(conn, events).await.map(drop)
     }
 
+    /// A write transaction holds the whole database from its first statement: no row locks
+    /// to order.
+    async fn lock_identities(
+        &self,
+        _conn: &mut SqliteConnection,
+        _identities: &[(Uuid, Uuid)],
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
     /// SQLite has no shortcut for a batch of token issues: its transaction is already one
     /// writer's, with no round trips.
     async fn commit_tokens_at_once(

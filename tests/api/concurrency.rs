@@ -14,6 +14,7 @@ crate::both_backends!(
     marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time,
     the_change_log_keeps_the_newest_entries_as_batches_push_out_the_oldest,
     two_instances_and_the_cli_writing_one_tenant_keep_one_gapless_chain,
+    two_instances_issuing_and_revoking_crosswise_never_deadlock,
 );
 
 async fn concurrent_token_issues_are_all_answered_and_all_recorded(backend: Backend) {
@@ -142,6 +143,53 @@ async fn two_instances_and_the_cli_writing_one_tenant_keep_one_gapless_chain(bac
             .await,
         issued as i64
     );
+    let (ok, report) = server.audit_verify();
+    assert!(ok, "{report}");
+    peer.stop().await;
+}
+
+/// A batch that issues tokens and revokes locks identity rows in two statements. Two
+/// instances each issuing for the identities the other revokes would, taking those locks in
+/// the order of their statements, wait on each other until the database aborts one of them
+/// (a 500 for every request of its batch); every batch locks its identities at once, in
+/// one order, instead.
+async fn two_instances_issuing_and_revoking_crosswise_never_deadlock(backend: Backend) {
+    let server = TestServer::spawn(backend).await;
+    let peer = server.spawn_peer().await;
+    let here = server.default.clone();
+    let there = peer.default.clone();
+    let mut ids = Vec::new();
+    for _ in 0..16 {
+        ids.push(here.new_identity().await);
+    }
+    let (first, second) = ids.split_at(8);
+    let rounds = 8;
+    for _ in 0..rounds {
+        let mut requests = Vec::new();
+        for (client, issued, revoked) in [(&here, first, second), (&there, second, first)] {
+            for id in issued {
+                let (client, id) = (client.clone(), id.clone());
+                requests.push(tokio::spawn(async move {
+                    client.issue_token(&id, json!({"scopes": ["chat"]})).await
+                }));
+            }
+            for id in revoked {
+                let (client, id) = (client.clone(), id.clone());
+                requests.push(tokio::spawn(async move { client.revoke(&id).await }));
+            }
+        }
+        for reply in join_all(requests).await {
+            let reply = reply.expect("request task");
+            assert!(
+                reply.status == 200 || reply.status == 204,
+                "{} {}",
+                reply.status,
+                reply.body
+            );
+        }
+    }
+    let issued = (rounds * ids.len()) as i64;
+    assert_eq!(server.count("issued_tokens").await, issued);
     let (ok, report) = server.audit_verify();
     assert!(ok, "{report}");
     peer.stop().await;
