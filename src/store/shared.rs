@@ -445,9 +445,6 @@ macro_rules! impl_repository {
                         BatchOp::MarkIdentity(_) => None,
                     })
                     .collect();
-                // Revocations and deletions after the inserts, so a token recorded in this
-                // batch is covered by a mark of the same batch; their events follow, so the
-                // trail's order is the order the changes took effect in.
                 let marks: Vec<(usize, &$crate::store::MarkIdentity)> = ops
                     .iter()
                     .enumerate()
@@ -477,6 +474,9 @@ macro_rules! impl_repository {
                 }
                 let written = self.insert_tokens(&mut *tx, &tokens).await?;
 
+                // Revocations and deletions after the inserts, so a token recorded in this
+                // batch is covered by a mark of the same batch; their events follow, so the
+                // trail's order is the order the changes took effect in.
                 let mut marked = std::collections::HashMap::new();
                 if distinct.len() == marks.len() {
                     // One statement for all of them; with no identity marked twice, the order
