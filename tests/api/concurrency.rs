@@ -15,6 +15,7 @@ crate::both_backends!(
     the_change_log_keeps_the_newest_entries_as_batches_push_out_the_oldest,
     two_instances_and_the_cli_writing_one_tenant_keep_one_gapless_chain,
     two_instances_issuing_and_revoking_crosswise_never_deadlock,
+    two_instances_creating_one_set_of_external_ids_crosswise_never_deadlock,
 );
 
 async fn concurrent_token_issues_are_all_answered_and_all_recorded(backend: Backend) {
@@ -190,6 +191,60 @@ async fn two_instances_issuing_and_revoking_crosswise_never_deadlock(backend: Ba
     }
     let issued = (rounds * ids.len()) as i64;
     assert_eq!(server.count("issued_tokens").await, issued);
+    let (ok, report) = server.audit_verify();
+    assert!(ok, "{report}");
+    peer.stop().await;
+}
+
+/// Two instances creating the same external ids wait on each other's uncommitted entries
+/// of the unique index; inserted in the order each batch happened to collect them, one
+/// instance ascending and the other descending would wait on each other until the database
+/// aborted one batch. Each external id still makes exactly one identity.
+async fn two_instances_creating_one_set_of_external_ids_crosswise_never_deadlock(backend: Backend) {
+    let server = TestServer::spawn(backend).await;
+    let peer = server.spawn_peer().await;
+    let rounds = 6;
+    let per_round = 16;
+    for round in 0..rounds {
+        let external: Vec<String> = (0..per_round).map(|i| format!("r{round}-{i:02}")).collect();
+        let mut requests = Vec::new();
+        for (client, ascending) in [(&server.default, true), (&peer.default, false)] {
+            let mut order = external.clone();
+            if !ascending {
+                order.reverse();
+            }
+            for external_id in order {
+                let client = client.clone();
+                requests.push(tokio::spawn(async move {
+                    let reply = client
+                        .create_identity(json!({"externalId": external_id}))
+                        .await;
+                    (external_id, reply)
+                }));
+            }
+        }
+        let mut made: std::collections::HashMap<String, HashSet<String>> = Default::default();
+        let mut created = 0;
+        for joined in join_all(requests).await {
+            let (external_id, reply) = joined.expect("request task");
+            assert!(
+                reply.status == 201 || reply.status == 200,
+                "{} {}",
+                reply.status,
+                reply.body
+            );
+            created += usize::from(reply.status == 201);
+            made.entry(external_id)
+                .or_default()
+                .insert(reply.identity_id());
+        }
+        assert_eq!(created, per_round, "one 201 per external id");
+        assert!(made.values().all(|ids| ids.len() == 1), "{made:?}");
+    }
+    assert_eq!(
+        server.count("identities").await,
+        (rounds * per_round) as i64
+    );
     let (ok, report) = server.audit_verify();
     assert!(ok, "{report}");
     peer.stop().await;
