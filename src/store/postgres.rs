@@ -435,13 +435,24 @@ SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[])
 ON CONFLICT DO NOTHING
 RETURNING tenant_id, identity_id";
 
-/// Locks identity rows in key order (`LockRows` runs above the sort), whatever order they
-/// are given in.
-const LOCK_IDENTITIES: &str = "
-SELECT 1 FROM identities
- WHERE (tenant_id, identity_id) IN (SELECT * FROM UNNEST($1::uuid[], $2::uuid[]))
- ORDER BY tenant_id, identity_id
-   FOR NO KEY UPDATE";
+/// Selects and locks the live identities whose (tenant, identity) pairs `$pairs` (a query)
+/// yields, in key order (`LockRows` runs above the sort) whatever order it yields them in.
+macro_rules! lock_identities_sql {
+    ($pairs:literal) => {
+        concat!(
+            "
+SELECT i.tenant_id, i.identity_id FROM identities i
+ WHERE (i.tenant_id, i.identity_id) IN (",
+            $pairs,
+            ")
+   AND i.deleted_at IS NULL
+ ORDER BY i.tenant_id, i.identity_id
+   FOR NO KEY UPDATE"
+        )
+    };
+}
+
+const LOCK_IDENTITIES: &str = lock_identities_sql!("SELECT * FROM UNNEST($1::uuid[], $2::uuid[])");
 
 impl PgStore {
     /// Locks the rows of `identities` until commit, in one statement and in key order: the
@@ -565,18 +576,16 @@ fn plan_generation(identities_written: u64) -> u32 {
 
 /// Revokes or deletes the batch's identities in one statement (each at most once); the
 /// watermark only moves forward, and an identity already deleted is left alone. The rows are
-/// locked first, in key order (as `LOCK_IDENTITIES`), when the batch did not lock them
+/// locked first, in key order (`lock_identities_sql!`), when the batch did not lock them
 /// already: a batch of marks alone saves that round trip.
-const MARK_IDENTITIES: &str = "
+const MARK_IDENTITIES: &str = concat!(
+    "
 WITH m AS (
     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::bool[])
         AS m (tenant_id, identity_id, at, del)
-), locked AS MATERIALIZED (
-    SELECT i.tenant_id, i.identity_id FROM identities i
-     WHERE (i.tenant_id, i.identity_id) IN (SELECT tenant_id, identity_id FROM m)
-       AND i.deleted_at IS NULL
-     ORDER BY i.tenant_id, i.identity_id
-       FOR NO KEY UPDATE
+), locked AS MATERIALIZED (",
+    lock_identities_sql!("SELECT tenant_id, identity_id FROM m"),
+    "
 )
 UPDATE identities i
    SET deleted_at = CASE WHEN m.del THEN m.at ELSE i.deleted_at END,
@@ -584,7 +593,8 @@ UPDATE identities i
        tokens_revoked_before = GREATEST(COALESCE(i.tokens_revoked_before, m.at), m.at)
   FROM m JOIN locked USING (tenant_id, identity_id)
  WHERE i.tenant_id = m.tenant_id AND i.identity_id = m.identity_id AND i.deleted_at IS NULL
-RETURNING i.tenant_id, i.identity_id, i.tokens_revoked_before";
+RETURNING i.tenant_id, i.identity_id, i.tokens_revoked_before"
+);
 
 const INSERT_IDENTITY_CHANGES: &str = "
 INSERT INTO identity_changes (seq, tenant_id, identity_id, tokens_revoked_before, deleted, changed_at)
