@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
+use async_trait::async_trait;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolCopyExt, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
@@ -16,7 +17,7 @@ use uuid::Uuid;
 use super::migrate;
 use super::{
     BatchOp, BatchOutcome, ChangeRow, Dialect, IdentityRecord, MarkIdentity, NewIdentity,
-    StoreError, StoreResult, TokenIssue, TokenRecord, redact_url,
+    SeedRepository, StoreError, StoreResult, TokenIssue, TokenRecord, redact_url,
 };
 use crate::domain::TenantId;
 use crate::domain::audit::{AuditEvent, ChainAppender, ChainHead, ChainedEvent};
@@ -644,11 +645,10 @@ impl PgStore {
     }
 }
 
-impl_repository!(PgStore, PgConnection, {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
-    }
+impl_repository!(PgStore, PgConnection, Dialect::Postgres);
 
+#[async_trait]
+impl SeedRepository for PgStore {
     async fn bulk_insert_identities(&self, identities: &[IdentityRecord]) -> StoreResult<()> {
         let mut data = String::with_capacity(identities.len() * 140);
         for identity in identities {
@@ -713,7 +713,7 @@ impl_repository!(PgStore, PgConnection, {
             .await?;
         Ok(())
     }
-});
+}
 
 #[cfg(test)]
 mod tests {

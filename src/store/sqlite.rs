@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
+use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
@@ -17,8 +18,8 @@ use uuid::Uuid;
 
 use super::migrate;
 use super::{
-    ChangeRow, Dialect, IdentityRecord, MarkIdentity, NewIdentity, StoreError, StoreResult,
-    TokenRecord,
+    ChangeRow, Dialect, IdentityRecord, MarkIdentity, NewIdentity, SeedRepository, StoreError,
+    StoreResult, TokenRecord,
 };
 use crate::domain::audit::{AuditEvent, ChainedEvent};
 /// Rows per statement of a bulk load: 500 rows of at most 6 columns stay far below SQLite's
@@ -357,11 +358,10 @@ impl SqliteStore {
     }
 }
 
-impl_repository!(SqliteStore, SqliteConnection, {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
-    }
+impl_repository!(SqliteStore, SqliteConnection, Dialect::Sqlite);
 
+#[async_trait]
+impl SeedRepository for SqliteStore {
     async fn bulk_insert_identities(&self, identities: &[IdentityRecord]) -> StoreResult<()> {
         // One transaction (one fsync) for the whole call; multi-row statements keep the
         // per-row cost to binding values.
@@ -422,7 +422,7 @@ impl_repository!(SqliteStore, SqliteConnection, {
         sqlx::query("ANALYZE").execute(&mut *conn).await?;
         Ok(())
     }
-});
+}
 
 #[cfg(test)]
 mod tests {
