@@ -56,16 +56,35 @@ impl PgStore {
     }
 }
 
+/// Selects and locks the live identities whose (tenant, identity) pairs `$pairs` (a query)
+/// yields, in key order (`LockRows` runs above the sort) whatever order it yields them in.
+macro_rules! lock_identities_sql {
+    ($pairs:literal) => {
+        concat!(
+            "
+SELECT i.tenant_id, i.identity_id FROM identities i
+ WHERE (i.tenant_id, i.identity_id) IN (",
+            $pairs,
+            ")
+   AND i.deleted_at IS NULL
+ ORDER BY i.tenant_id, i.identity_id
+   FOR NO KEY UPDATE"
+        )
+    };
+}
+
 /// The CTEs that record a batch of tokens, given the six parameters that hold the records as
-/// parallel arrays (tenant, jti, identity, scopes, issued at, expires at):
-/// the UPDATE locks each live identity row (so a concurrent delete either happens before the
-/// batch and drops its records, or waits for it) and moves its `last_token_issued_at`, and
-/// only records whose identity was updated are inserted (`written`, their jtis).
+/// parallel arrays (tenant, jti, identity, scopes, issued at, expires at): `locked` locks
+/// each live identity row in key order, as every other writer does (so a concurrent delete
+/// either happens before the batch and drops its records, or waits for it); the UPDATE moves
+/// the `last_token_issued_at` of those rows only, which this transaction holds already, so
+/// whatever order its plan meets them in it never waits; and only records whose identity was
+/// updated are inserted (`written`, their jtis).
 ///
-/// The identities come sorted, so that an index plan (a nested loop over them) locks their
-/// rows in key order, as every other writer does; a plan that scans the table locks them in
-/// its physical order. Should two writers still meet in two orders, PostgreSQL aborts one of
-/// them and its batch goes the general way, which locks first (`lock_identities`).
+/// Locking in the UPDATE itself would lock in the order of its plan: a nested loop over the
+/// sorted identities keeps key order, but a plan that scans the table (the one chosen while
+/// it is small) follows its physical order, and two writers meeting in two orders wait on
+/// each other until PostgreSQL aborts one.
 macro_rules! record_tokens_ctes {
     ($t:literal, $j:literal, $i:literal, $s:literal, $at:literal, $exp:literal) => {
         concat!(
@@ -75,12 +94,16 @@ WITH input AS (
             $t, "::uuid[], ", $j, "::uuid[], ", $i, "::uuid[], ", $s, "::text[], ", $at,
             "::int8[], ", $exp, "::int8[])
         AS t (tenant_id, jti, identity_id, scopes, issued_at, expires_at)
+), locked AS MATERIALIZED (",
+            lock_identities_sql!("SELECT tenant_id, identity_id FROM input"),
+            "
 ), live AS (
     UPDATE identities i
        SET last_token_issued_at = GREATEST(COALESCE(i.last_token_issued_at, 0), m.issued_at)
       FROM (SELECT tenant_id, identity_id, max(issued_at) AS issued_at
-              FROM input GROUP BY tenant_id, identity_id ORDER BY tenant_id, identity_id) m
-     WHERE i.tenant_id = m.tenant_id AND i.identity_id = m.identity_id AND i.deleted_at IS NULL
+              FROM input GROUP BY tenant_id, identity_id) m
+      JOIN locked USING (tenant_id, identity_id)
+     WHERE i.tenant_id = m.tenant_id AND i.identity_id = m.identity_id
     RETURNING i.tenant_id, i.identity_id
 ), written AS (
     INSERT INTO issued_tokens (tenant_id, jti, identity_id, scopes, issued_at, expires_at)
@@ -200,8 +223,8 @@ SELECT 1 / CASE WHEN (SELECT count(*) FROM written) = cardinality($19::uuid[])
 /// SQLSTATE `division_by_zero`: how `ISSUE_AT_ONCE` refuses a batch.
 const REFUSED_AT_ONCE: &str = "22012";
 
-/// SQLSTATE `deadlock_detected`: `ISSUE_AT_ONCE` met another writer's locks in another
-/// order and was the one aborted.
+/// SQLSTATE `deadlock_detected`: `ISSUE_AT_ONCE` met a writer that locks identity rows in
+/// another order than key order (a tenant's deletion) and was the one aborted.
 const DEADLOCK_DETECTED: &str = "40P01";
 
 /// A tenant's events linked to the head this process expects its chain to have.
@@ -435,23 +458,6 @@ INSERT INTO identities (tenant_id, identity_id, external_id, created_at)
 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[])
 ON CONFLICT DO NOTHING
 RETURNING tenant_id, identity_id";
-
-/// Selects and locks the live identities whose (tenant, identity) pairs `$pairs` (a query)
-/// yields, in key order (`LockRows` runs above the sort) whatever order it yields them in.
-macro_rules! lock_identities_sql {
-    ($pairs:literal) => {
-        concat!(
-            "
-SELECT i.tenant_id, i.identity_id FROM identities i
- WHERE (i.tenant_id, i.identity_id) IN (",
-            $pairs,
-            ")
-   AND i.deleted_at IS NULL
- ORDER BY i.tenant_id, i.identity_id
-   FOR NO KEY UPDATE"
-        )
-    };
-}
 
 const LOCK_IDENTITIES: &str = lock_identities_sql!("SELECT * FROM UNNEST($1::uuid[], $2::uuid[])");
 
