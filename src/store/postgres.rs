@@ -463,10 +463,10 @@ const LOCK_IDENTITIES: &str = lock_identities_sql!("SELECT * FROM UNNEST($1::uui
 
 impl PgStore {
     /// Locks the rows of `identities` until commit, in one statement and in key order: the
-    /// statements after it (token records, revocations, deletions) each lock rows in the
-    /// order their plan meets them, and two instances whose batches touched the same
-    /// identities in two orders would wait on each other until PostgreSQL aborted one of them
-    /// (a 500 for every request of its batch).
+    /// statements after it (token records, then revocations and deletions) each lock their
+    /// own rows in key order, but one after the other, so two instances whose batches issued
+    /// for the identities the other revoked would wait on each other until PostgreSQL aborted
+    /// one of them (a 500 for every request of its batch).
     async fn lock_identities(
         &self,
         conn: &mut PgConnection,
