@@ -6,13 +6,16 @@
 //! in `sqlite.rs` and `postgres.rs`.
 
 /// Expands to the implementation of every repository trait but [`SeedRepository`] for
-/// `$store`, whose [`Dialect`] is `$dialect`. `$store` must have a `pool` field of a sqlx pool type whose
-/// connections are `$conn`, and inherent items `begin_write()` (a transaction that holds the
-/// write lock from its first statement), `LOCK_CHAIN_SQL` (reads a chain head and locks it
-/// until commit), `insert_events()`, `append_events()` (appends events to their chains as
-/// the last writes of a transaction), `commit_tokens_at_once()` (a dialect's shortcut for
-/// a batch of token issues, or `None`) and `lock_identities()` (locks existing identity rows
-/// until commit, in one order).
+/// `$store`, whose [`Dialect`] is `$dialect`. `$store` must have a `pool` field of a sqlx
+/// pool type whose connections are `$conn`, and inherent items `begin_write()` (a
+/// transaction that holds the write lock from its first statement), `LOCK_CHAIN_SQL` (reads
+/// a chain head and locks it until commit), `insert_events()`, `append_events()` (appends
+/// events to their chains as the last writes of a transaction), `commit_tokens_at_once()` (a
+/// dialect's shortcut for a batch of token issues, or `None`), `lock_identities()` (locks
+/// existing identity rows until commit, in one order), `insert_identities()`,
+/// `insert_tokens()`, `mark_identities()`, `insert_identity_changes()` (the batch's
+/// statements) and `AUDIT_BY_IDENTITY` (what an audit query by identity reads from: the
+/// table, with an index hint on SQLite).
 ///
 /// Every audited write takes its locks in one order, so that no two of them wait on each
 /// other: the change epoch (operator writes only, which it serialises), then the data rows
