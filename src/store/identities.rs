@@ -298,10 +298,10 @@ macro_rules! impl_identity_repository {
                     .collect();
                 let distinct: std::collections::HashSet<_> = marks.iter().map(|(_, m)| m.id).collect();
                 let issues = ops.iter().any(|op| matches!(op, BatchOp::IssueToken(_)));
-                if issues || distinct.len() != marks.len() {
+                if (issues && !marks.is_empty()) || distinct.len() != marks.len() {
                     // More than one statement locks identity rows: all of them first, in one
-                    // order (see `lock_identities`). Marks alone are one statement, which
-                    // orders its own locks.
+                    // order (see `lock_identities`). Token records alone, or marks alone, are
+                    // one statement, which orders its own locks.
                     let mut touched: Vec<(uuid::Uuid, uuid::Uuid)> = ops
                         .iter()
                         .filter_map(|op| match op {
