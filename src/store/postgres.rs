@@ -165,7 +165,9 @@ macro_rules! insert_events_sql {
 INSERT INTO audit_events (tenant_id, seq, occurred_at, actor, operation, identity_id, outcome,
     client_request_id, request_id, source_address, user_agent, details, prev_hash, hash)
 SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::uuid[],
-    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bytea[])"
+    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bytea[])
+    AS ev (tenant_id, seq, occurred_at, actor, operation, identity_id, outcome, client_request_id,
+           request_id, source_address, user_agent, details, prev_hash, hash)"
     };
 }
 const INSERT_EVENTS: &str = insert_events_sql!();
@@ -193,13 +195,37 @@ macro_rules! head_if_expected_cte {
     };
 }
 
-/// Appends one tenant's events if its chain head is still the one expected: the head moves
-/// and the events go in together, or (another writer having moved the head) neither does.
-const APPEND_IF_HEAD: &str = concat!(
-    "WITH ",
-    head_if_expected_cte!(""),
+/// Appends the events of a transaction's tenants in one statement, given each tenant with
+/// the head after its events and the head this process expects before them (`$15`–`$19`,
+/// NULL heads for a tenant it expects nothing of). Every head is locked first, in tenant
+/// order as `lock_chains` takes them; a head still the one expected moves and its tenant's
+/// events go in, the others stay as they are. Returns the tenants whose events went in. As
+/// in `head_if_expected_cte!`, the expectation is checked in the SET, against the row as it
+/// is once locked.
+const APPEND_IF_HEADS: &str = concat!(
+    "WITH expected AS (
+    SELECT * FROM UNNEST($15::uuid[], $16::int8[], $17::bytea[], $18::int8[], $19::bytea[])
+        AS e (tenant_id, to_seq, to_hash, from_seq, from_hash)
+), locked AS MATERIALIZED (
+    SELECT tenant_id FROM audit_chains
+     WHERE tenant_id IN (SELECT tenant_id FROM expected)
+     ORDER BY tenant_id
+       FOR UPDATE
+), head AS (
+    UPDATE audit_chains c
+       SET last_seq = CASE WHEN c.last_seq = e.from_seq AND c.last_hash = e.from_hash
+                           THEN e.to_seq ELSE c.last_seq END,
+           last_hash = CASE WHEN c.last_seq = e.from_seq AND c.last_hash = e.from_hash
+                            THEN e.to_hash ELSE c.last_hash END
+      FROM expected e JOIN locked USING (tenant_id)
+     WHERE c.tenant_id = e.tenant_id AND e.from_seq IS NOT NULL
+    RETURNING c.tenant_id, c.last_seq = e.to_seq AND c.last_hash = e.to_hash AS linked
+), events AS (",
     insert_events_sql!(),
-    "\n WHERE (SELECT linked FROM head)"
+    "
+ WHERE ev.tenant_id IN (SELECT tenant_id FROM head WHERE linked)
+)
+SELECT tenant_id FROM head WHERE linked"
 );
 
 /// A batch of token issues of one tenant as one statement, committed on its own: the records
@@ -248,18 +274,58 @@ impl Prediction {
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
+/// `query` with the predicted events of `tenants` as `$1`–`$14` and, as `$15`–`$19`, each
+/// tenant with the head after its events and the head expected before them (NULLs where
+/// there is no prediction), as `APPEND_IF_HEADS` reads them.
+fn bind_predictions<'q>(
+    query: PgQuery<'q>,
+    tenants: &[TenantId],
+    predictions: Vec<Option<Prediction>>,
+) -> PgQuery<'q> {
+    let events: Vec<ChainedEvent> = predictions
+        .iter()
+        .flatten()
+        .flat_map(|p| p.events.iter().cloned())
+        .collect();
+    let head =
+        |f: fn(&Prediction) -> &ChainHead| predictions.iter().map(move |p| p.as_ref().map(f));
+    PgStore::bind_events(query, &events)
+        .bind(tenants.iter().map(|t| t.as_uuid()).collect::<Vec<_>>())
+        .bind(
+            head(|p| &p.to)
+                .map(|h| h.map(|h| h.last_seq))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            head(|p| &p.to)
+                .map(|h| h.map(|h| h.last_hash.clone()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            head(|p| &p.from)
+                .map(|h| h.map(|h| h.last_seq))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            head(|p| &p.from)
+                .map(|h| h.map(|h| h.last_hash.clone()))
+                .collect::<Vec<_>>(),
+        )
+}
+
 impl PgStore {
     /// Appends `events` to their chains as the last writes of a transaction.
     ///
     /// A chain head is the one row every audited write of a tenant updates, and its row lock
     /// is held until commit: the shorter the time between taking it and committing, the more
-    /// transactions of a tenant commit per second. So a tenant's events are linked to the head
-    /// this process expects (the one its own last append left) and sent in one statement that
-    /// moves the head only if it still is that one. Only when another writer moved it in
-    /// between (another instance, the CLI, a transaction that rolled back) is the head read,
-    /// locked and linked to again. Appends of this process take turns, so that each one's
-    /// statement reaches the head after the one it expects to follow. Tenants go in a fixed
-    /// order, as in `lock_chains`.
+    /// transactions of a tenant commit per second. So each tenant's events are linked to the
+    /// head this process expects (the one its own last append left), and the events of all
+    /// the tenants go in one statement that moves each head only if it still is that one.
+    /// Only for a tenant whose head another writer moved in between (another instance, the
+    /// CLI, a transaction that rolled back) is the head read and linked to again, after the
+    /// statement locked every head in tenant order, as `lock_chains` takes them. Appends of
+    /// this process take turns, so that each one's statement reaches the heads after the one
+    /// it expects to follow.
     async fn append_events(
         &self,
         conn: &mut PgConnection,
@@ -270,9 +336,9 @@ impl PgStore {
         tenants.sort();
         tenants.dedup();
         let single = tenants.len() == 1;
-        for tenant in tenants {
-            // Most appends are of one tenant: those need no copy.
-            let own: Cow<'_, [AuditEvent]> = if single {
+        // Most appends are of one tenant: those need no copy.
+        let own = |tenant: TenantId| -> Cow<'_, [AuditEvent]> {
+            if single {
                 Cow::Borrowed(events)
             } else {
                 events
@@ -280,18 +346,29 @@ impl PgStore {
                     .filter(|e| e.tenant == tenant)
                     .cloned()
                     .collect()
-            };
-            if let Some(prediction) = self.predict(tenant, own.iter())? {
-                let inserted = prediction
-                    .bind(sqlx::query(APPEND_IF_HEAD))
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
-                if inserted == own.len() as u64 {
-                    continue;
-                }
             }
-            let chain = Self::append_events_locking(&mut *conn, &own).await?;
+        };
+        let mut predictions = Vec::with_capacity(tenants.len());
+        for &tenant in &tenants {
+            predictions.push(self.predict(tenant, own(tenant).iter())?);
+        }
+        let linked: HashSet<Uuid> = if predictions.iter().any(Option::is_some) {
+            let rows = bind_predictions(sqlx::query(APPEND_IF_HEADS), &tenants, predictions)
+                .fetch_all(&mut *conn)
+                .await?;
+            rows.iter()
+                .map(|row| row.try_get::<Uuid, _>(0))
+                .collect::<Result<_, _>>()?
+        } else {
+            HashSet::new()
+        };
+        // The rest is linked to the heads as they are, taken in tenant order either way: by
+        // the statement, if it ran, or here.
+        for tenant in tenants {
+            if linked.contains(&tenant.as_uuid()) {
+                continue;
+            }
+            let chain = Self::append_events_locking(&mut *conn, &own(tenant)).await?;
             let mut heads = self.predicted_heads();
             for (tenant, head) in chain.changed_heads() {
                 heads.insert(*tenant, head.clone());

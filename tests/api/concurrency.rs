@@ -14,6 +14,7 @@ crate::both_backends!(
     marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time,
     the_change_log_keeps_the_newest_entries_as_batches_push_out_the_oldest,
     two_instances_and_the_cli_writing_one_tenant_keep_one_gapless_chain,
+    two_instances_and_the_cli_writing_two_tenants_keep_gapless_chains,
     two_instances_issuing_and_revoking_crosswise_never_deadlock,
     two_instances_creating_one_set_of_external_ids_crosswise_never_deadlock,
 );
@@ -103,46 +104,74 @@ async fn a_delete_racing_token_issues_leaves_no_answered_token_unrecorded(backen
 /// write; writes of another instance and of the CLI move the head under it, and a batch that
 /// finds the head moved must link its events again, not fork the chain.
 async fn two_instances_and_the_cli_writing_one_tenant_keep_one_gapless_chain(backend: Backend) {
+    instances_and_the_cli_keep_gapless_chains(backend, &[]).await;
+}
+
+/// As above, with batches that hold the events of two tenants, of which one head may have
+/// moved and the other not: each chain stays gapless, and neither instance waits on the other
+/// forever for heads taken in two orders.
+async fn two_instances_and_the_cli_writing_two_tenants_keep_gapless_chains(backend: Backend) {
+    instances_and_the_cli_keep_gapless_chains(backend, &["acme"]).await;
+}
+
+/// Two instances issue tokens for the default tenant and `others` at once, while the CLI
+/// updates each of those tenants, for a few rounds; then every request was answered 200,
+/// every token and its event recorded, and every chain verifies.
+async fn instances_and_the_cli_keep_gapless_chains(backend: Backend, others: &[&str]) {
     let server = TestServer::spawn(backend).await;
-    let peer = server.spawn_peer().await;
-    let here = server.default.clone();
-    let there = peer.default.clone();
-    let mut ids = Vec::new();
-    for _ in 0..4 {
-        ids.push(here.new_identity().await);
+    let mut tenants = vec![("default".to_owned(), server.default.clone())];
+    for name in others {
+        let (client, _) = server.create_tenant(name, &format!("{name}.test")).await;
+        tenants.push((name.to_string(), client));
     }
-    // Both instances have appended once, so each now has a head it expects.
-    there.token(&ids[0], &["chat"]).await;
+    let peer = server.spawn_peer().await;
+    let mut writers = Vec::new();
+    for (name, here) in tenants {
+        let there = here.with_port(peer.https_port);
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(here.new_identity().await);
+        }
+        // Both instances have appended once, so each now has a head it expects.
+        there.token(&ids[0], &["chat"]).await;
+        writers.push((name, [here, there], ids));
+    }
     let rounds = 6;
+    let per_round = 60;
     for round in 0..rounds {
-        let requests = (0..60).map(|i| {
-            let client = if i % 2 == 0 {
-                here.clone()
-            } else {
-                there.clone()
-            };
-            let id = ids[i % ids.len()].clone();
+        // Alternating instances, and tenants in turn within each instance's requests.
+        let requests = (0..per_round).map(|i| {
+            let (_, clients, ids) = &writers[(i / 2) % writers.len()];
+            let client = clients[i % 2].clone();
+            let id = ids[(i / (2 * writers.len())) % ids.len()].clone();
             async move { client.issue_token(&id, json!({"scopes": ["chat"]})).await }
         });
         let limit = format!("get_identity={}/30s", 1000 + round);
         let cli = async {
             tokio::task::block_in_place(|| {
-                server.cli(&["tenant", "update", "--tenant", "default", "--limit", &limit])
+                writers
+                    .iter()
+                    .map(|(name, _, _)| {
+                        server.cli(&["tenant", "update", "--tenant", name, "--limit", &limit])
+                    })
+                    .collect::<Vec<_>>()
             })
         };
-        let (replies, out) = tokio::join!(join_all(requests), cli);
-        assert!(out.status.success(), "{out:?}");
+        let (replies, outs) = tokio::join!(join_all(requests), cli);
+        for out in outs {
+            assert!(out.status.success(), "{out:?}");
+        }
         for reply in &replies {
             assert_eq!(reply.status, 200, "{}", reply.body);
         }
     }
-    let issued = 1 + rounds * 60;
-    assert_eq!(server.count("issued_tokens").await, issued as i64);
+    let issued = (writers.len() + rounds * per_round) as i64;
+    assert_eq!(server.count("issued_tokens").await, issued);
     assert_eq!(
         server
             .count("audit_events WHERE operation = 'token.issue'")
             .await,
-        issued as i64
+        issued
     );
     let (ok, report) = server.audit_verify();
     assert!(ok, "{report}");
