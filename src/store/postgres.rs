@@ -280,37 +280,31 @@ type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 fn bind_predictions<'q>(
     query: PgQuery<'q>,
     tenants: &[TenantId],
-    predictions: Vec<Option<Prediction>>,
+    predictions: &[Option<Prediction>],
 ) -> PgQuery<'q> {
     let events: Vec<ChainedEvent> = predictions
         .iter()
         .flatten()
         .flat_map(|p| p.events.iter().cloned())
         .collect();
-    let head =
-        |f: fn(&Prediction) -> &ChainHead| predictions.iter().map(move |p| p.as_ref().map(f));
+    let seqs = |f: fn(&Prediction) -> &ChainHead| {
+        predictions
+            .iter()
+            .map(|p| p.as_ref().map(|p| f(p).last_seq))
+            .collect::<Vec<_>>()
+    };
+    let hashes = |f: fn(&Prediction) -> &ChainHead| {
+        predictions
+            .iter()
+            .map(|p| p.as_ref().map(|p| f(p).last_hash.clone()))
+            .collect::<Vec<_>>()
+    };
     PgStore::bind_events(query, &events)
         .bind(tenants.iter().map(|t| t.as_uuid()).collect::<Vec<_>>())
-        .bind(
-            head(|p| &p.to)
-                .map(|h| h.map(|h| h.last_seq))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            head(|p| &p.to)
-                .map(|h| h.map(|h| h.last_hash.clone()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            head(|p| &p.from)
-                .map(|h| h.map(|h| h.last_seq))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            head(|p| &p.from)
-                .map(|h| h.map(|h| h.last_hash.clone()))
-                .collect::<Vec<_>>(),
-        )
+        .bind(seqs(|p| &p.to))
+        .bind(hashes(|p| &p.to))
+        .bind(seqs(|p| &p.from))
+        .bind(hashes(|p| &p.from))
 }
 
 impl PgStore {
@@ -353,7 +347,7 @@ impl PgStore {
             predictions.push(self.predict(tenant, own(tenant).iter())?);
         }
         let linked: HashSet<Uuid> = if predictions.iter().any(Option::is_some) {
-            let rows = bind_predictions(sqlx::query(APPEND_IF_HEADS), &tenants, predictions)
+            let rows = bind_predictions(sqlx::query(APPEND_IF_HEADS), &tenants, &predictions)
                 .fetch_all(&mut *conn)
                 .await?;
             rows.iter()
