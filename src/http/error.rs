@@ -158,6 +158,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(message) => {
                 ApiError::new(StatusCode::CONFLICT, "Conflict", message)
             }
+            ServiceError::TenantDeleted => {
+                ApiError::unauthenticated("The tenant of this access key has been deleted.")
+            }
             ServiceError::Unavailable(cause) => {
                 tracing::error!(error = %format!("{cause:#}"), "database unavailable");
                 ApiError::new(

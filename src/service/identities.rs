@@ -130,6 +130,7 @@ impl IdentityService {
                     token,
                 })
             }
+            InsertIdentityOutcome::TenantDeleted => Err(ServiceError::TenantDeleted),
         }
     }
 

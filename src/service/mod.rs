@@ -29,6 +29,10 @@ pub enum ServiceError {
     UnknownTenant(String),
     #[error("{0}")]
     Conflict(String),
+    /// The caller's tenant was deleted after its request was authenticated (by another
+    /// instance, whose change this one had not yet loaded).
+    #[error("the tenant of this access key has been deleted")]
+    TenantDeleted,
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error(transparent)]

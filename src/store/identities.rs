@@ -123,6 +123,15 @@ macro_rules! impl_identity_repository {
                 }))
             }
 
+            /// Whether `tenant` still exists, as this transaction sees it.
+            async fn tenant_exists(conn: &mut $conn, tenant: $crate::domain::TenantId) -> Result<bool, sqlx::Error> {
+                let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE tenant_id = $1")
+                    .bind(tenant.as_uuid())
+                    .fetch_optional(conn)
+                    .await?;
+                Ok(found.is_some())
+            }
+
             /// Appends the batch's marks to the identity change log (one move of its head for
             /// the whole batch) and drops entries old enough that no poller needs them.
             async fn log_identity_changes(
@@ -366,13 +375,18 @@ macro_rules! impl_identity_repository {
                                 .await?,
                                 None => None,
                             };
-                            let Some(row) = existing else {
-                                return Err($crate::store::StoreError::Other(anyhow::anyhow!(
-                                    "identity insert refused by a constraint other than the external id"
-                                )));
+                            let outcome = match existing {
+                                Some(row) => InsertIdentityOutcome::ExternalIdTaken(identity_row(c.identity.id.tenant(), &row)?),
+                                None if !Self::tenant_exists(&mut *tx, c.identity.id.tenant()).await? => {
+                                    InsertIdentityOutcome::TenantDeleted
+                                }
+                                None => {
+                                    return Err($crate::store::StoreError::Other(anyhow::anyhow!(
+                                        "identity insert refused by a constraint other than the external id"
+                                    )));
+                                }
                             };
-                            let existing = identity_row(c.identity.id.tenant(), &row)?;
-                            outcomes.push(BatchOutcome::Created(InsertIdentityOutcome::ExternalIdTaken(existing)));
+                            outcomes.push(BatchOutcome::Created(outcome));
                         }
                         BatchOp::IssueToken(i) => {
                             let ok = written.contains(&i.record.jti);

@@ -472,6 +472,31 @@ impl PgStore {
         self.pool.begin().await
     }
 
+    /// Locks `tenant`'s row, then its identities in key order, as the first writes of its
+    /// deletion. The tenant row first: a batch that creates identities share-locks it before
+    /// any identity row (`INSERT_IDENTITIES`), so from here on none can start and the ones
+    /// running finish first. The identities next, in the order token batches lock them, so
+    /// that a batch of this tenant's tokens that got there first commits before the token
+    /// records are deleted (and none is left behind), and none waits on the deletion while
+    /// holding what it waits for.
+    async fn lock_tenant_for_delete(
+        conn: &mut PgConnection,
+        tenant: TenantId,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE")
+            .bind(tenant.as_uuid())
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "SELECT count(*) FROM (SELECT 1 FROM identities WHERE tenant_id = $1 \
+             ORDER BY identity_id FOR UPDATE) AS locked",
+        )
+        .bind(tenant.as_uuid())
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
     async fn insert_events(
         conn: &mut PgConnection,
         events: &[ChainedEvent],
@@ -522,11 +547,23 @@ impl PgStore {
     }
 }
 
-/// New identities in one statement; an external id already taken in the tenant (or taken
-/// earlier in the same batch) skips the row.
+/// New identities in one statement, in the order given; an external id already taken in the
+/// tenant (or taken earlier in the same batch) skips the row, and so does a tenant deleted
+/// since its request was admitted (by another instance): `live` share-locks the tenants that
+/// still exist, in key order, as the foreign key check would (so a deletion waits for the
+/// batch, or the batch skips what it deleted), instead of failing the whole batch on the key.
 const INSERT_IDENTITIES: &str = "
+WITH live AS (
+    SELECT tenant_id FROM tenants WHERE tenant_id = ANY($1::uuid[])
+     ORDER BY tenant_id
+       FOR KEY SHARE
+)
 INSERT INTO identities (tenant_id, identity_id, external_id, created_at)
-SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[])
+SELECT u.tenant_id, u.identity_id, u.external_id, u.created_at
+  FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[]) WITH ORDINALITY
+       AS u (tenant_id, identity_id, external_id, created_at, n)
+ WHERE u.tenant_id IN (SELECT tenant_id FROM live)
+ ORDER BY u.n
 ON CONFLICT DO NOTHING
 RETURNING tenant_id, identity_id";
 

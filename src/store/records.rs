@@ -64,6 +64,9 @@ pub enum InsertIdentityOutcome {
     Inserted,
     /// The external id belongs to this identity already; nothing was written.
     ExternalIdTaken(IdentityRecord),
+    /// The tenant was deleted (by another instance, whose change this one had not yet
+    /// loaded) before the batch was written; nothing was written.
+    TenantDeleted,
 }
 
 /// The durable record of one issued token.

@@ -14,12 +14,14 @@
 /// dialect's shortcut for a batch of token issues, or `None`), `lock_identities()` (locks
 /// existing identity rows until commit, in one order), `insert_identities()`,
 /// `insert_tokens()`, `mark_identities()`, `insert_identity_changes()` (the batch's
-/// statements) and `AUDIT_BY_IDENTITY` (what an audit query by identity reads from: the
-/// table, with an index hint on SQLite).
+/// statements), `lock_tenant_for_delete()` (the first locks of a tenant's deletion) and
+/// `AUDIT_BY_IDENTITY` (what an audit query by identity reads from: the table, with an index
+/// hint on SQLite).
 ///
 /// Every audited write takes its locks in one order, so that no two of them wait on each
 /// other: the change epoch (operator writes only, which it serialises), then the data rows
-/// (new identities in external-id order, then existing identities in key order),
+/// (tenant rows in key order, then new identities in external-id order, then existing
+/// identities in key order),
 /// then the identity change log's head, and last the audit chain heads, held from there to
 /// commit. A chain head is the one row all writers of a tenant update, so it is taken last,
 /// when nothing is left to wait for but the commit.

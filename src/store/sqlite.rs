@@ -21,6 +21,7 @@ use super::{
     ChangeRow, Dialect, IdentityRecord, MarkIdentity, NewIdentity, SeedRepository, StoreError,
     StoreResult, TokenRecord,
 };
+use crate::domain::TenantId;
 use crate::domain::audit::{AuditEvent, ChainedEvent};
 /// Rows per statement of a bulk load: 500 rows of at most 6 columns stay far below SQLite's
 /// limit of 32,766 bound parameters, and every full chunk reuses one prepared statement.
@@ -118,6 +119,14 @@ impl SqliteStore {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
+    /// The write transaction holds the whole database already.
+    async fn lock_tenant_for_delete(
+        _conn: &mut SqliteConnection,
+        _tenant: TenantId,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
     async fn insert_events(
         conn: &mut SqliteConnection,
         events: &[ChainedEvent],
@@ -204,11 +213,13 @@ impl SqliteStore {
             })
             .collect();
         // No conflict target: the only constraint a fresh UUIDv7 can meet is the tenant's
-        // external-id index. (`WHERE true` tells the parser the SELECT has ended.)
+        // external-id index. A tenant deleted since its request was admitted (by another
+        // instance) has its rows skipped rather than failing the batch on the foreign key.
         let written = sqlx::query(
             "INSERT INTO identities (tenant_id, identity_id, external_id, created_at) \
              SELECT unhex(value ->> 0), unhex(value ->> 1), value ->> 2, value ->> 3 \
-               FROM json_each($1) WHERE true ORDER BY key \
+               FROM json_each($1) \
+              WHERE unhex(value ->> 0) IN (SELECT tenant_id FROM tenants) ORDER BY key \
              ON CONFLICT DO NOTHING RETURNING tenant_id, identity_id",
         )
         .bind(serde_json::Value::Array(rows).to_string())

@@ -443,6 +443,7 @@ macro_rules! impl_tenant_repository {
             ) -> $crate::store::StoreResult<Option<$crate::store::DeletionCounts>> {
                 let mut tx = self.begin_write().await?;
                 Self::bump_epoch(&mut *tx).await?;
+                Self::lock_tenant_for_delete(&mut *tx, tenant).await?;
                 let row: Option<(String, Option<i32>)> = sqlx::query_as(
                     "SELECT name, audit_retention_days FROM tenants WHERE tenant_id = $1",
                 )

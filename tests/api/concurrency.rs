@@ -12,6 +12,7 @@ crate::both_backends!(
     concurrent_token_issues_are_all_answered_and_all_recorded,
     a_delete_racing_token_issues_leaves_no_answered_token_unrecorded,
     marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time,
+    creates_for_a_tenant_gone_before_their_batch_fail_alone,
     the_change_log_keeps_the_newest_entries_as_batches_push_out_the_oldest,
     two_instances_and_the_cli_writing_one_tenant_keep_one_gapless_chain,
     two_instances_and_the_cli_writing_two_tenants_keep_gapless_chains,
@@ -398,6 +399,69 @@ async fn marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time(back
     assert_eq!(server.default.get_identity(&deleted).await.status, 404);
     assert_eq!(server.default.get_identity(&twice).await.status, 404);
     assert_eq!(server.default.get_identity(&revoked).await.status, 200);
+    let (intact, report) = server.audit_verify();
+    assert!(intact, "{report}");
+}
+
+/// A batch may hold creates for a tenant another instance deleted after they were admitted:
+/// those are answered `TenantDeleted` with nothing written, and the rest of the batch (creates
+/// with the same external id in a live tenant among them) is written as if they were not there.
+async fn creates_for_a_tenant_gone_before_their_batch_fail_alone(backend: Backend) {
+    use callsign::domain::audit::Operation;
+    use callsign::domain::{IdentityId, TenantId, Timestamp};
+    use callsign::store::{
+        BatchOp, BatchOutcome, CreateIdentity, InsertIdentityOutcome, NewIdentity,
+    };
+
+    let server = TestServer::spawn(backend).await;
+    let live = IdentityId::parse(&server.default.new_identity().await)
+        .expect("id")
+        .tenant();
+    let gone = TenantId::generate();
+    let (repo, _) = server.open_store().await;
+    let create = |tenant: TenantId, external_id: Option<&str>| {
+        let id = IdentityId::generate(tenant);
+        BatchOp::CreateIdentity(CreateIdentity {
+            identity: NewIdentity {
+                id,
+                external_id: external_id.map(str::to_owned),
+                created_at: Timestamp::now(),
+            },
+            token: None,
+            events: vec![crate::helpers::cli_event(
+                &id.to_string(),
+                Operation::IdentityCreate,
+            )],
+        })
+    };
+    let outcomes = repo
+        .commit_batch(&[
+            create(gone, Some("alice")),
+            create(live, Some("alice")),
+            create(gone, None),
+            create(live, None),
+        ])
+        .await
+        .expect("batch");
+    repo.close().await;
+    let got: Vec<_> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            BatchOutcome::Created(created) => created.clone(),
+            other => panic!("not a create: {other:?}"),
+        })
+        .collect();
+    use InsertIdentityOutcome::{Inserted, TenantDeleted};
+    assert_eq!(got, [TenantDeleted, Inserted, TenantDeleted, Inserted]);
+    // The default tenant's first identity and the two of this batch; the trail holds their
+    // events only, and is intact.
+    assert_eq!(server.count("identities").await, 3);
+    assert_eq!(
+        server
+            .count("audit_events WHERE operation = 'identity.create'")
+            .await,
+        3
+    );
     let (intact, report) = server.audit_verify();
     assert!(intact, "{report}");
 }

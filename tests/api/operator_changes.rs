@@ -17,6 +17,7 @@ crate::both_backends!(
     a_regenerated_key_fails_at_once_here_and_within_a_second_on_a_peer,
     a_deleted_tenant_is_gone_at_once_here_and_within_a_second_on_a_peer,
     changes_the_cli_makes_reach_both_instances_within_a_second,
+    writes_racing_their_tenants_deletion_on_a_peer_fail_alone_and_cleanly,
 );
 
 /// How long a change may take to reach an instance that did not make it.
@@ -301,5 +302,98 @@ async fn changes_the_cli_makes_reach_both_instances_within_a_second(backend: Bac
         },
     )
     .await;
+    peer.stop().await;
+}
+
+/// Writes for a tenant that another instance deletes reach this instance's group commit
+/// until the deletion propagates (up to a second). They must be refused on their own —
+/// never a 5xx, and never failing the other tenants' writes that share their batch.
+async fn writes_racing_their_tenants_deletion_on_a_peer_fail_alone_and_cleanly(backend: Backend) {
+    let Acme {
+        server,
+        admin,
+        tenant,
+        primary,
+        peer,
+        id,
+        ..
+    } = Acme::start(backend).await;
+    let (globex, _) = server.create_tenant("globex", "globex.test").await;
+    server.lift_rate_limits().await;
+    let acme_on_peer = primary.with_port(peer.https_port);
+    let globex_on_peer = globex.with_port(peer.https_port);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let create = format!("/identities?{API}");
+    let issue = format!("/identities/{}/:issueAccessToken?{API}", encode(&id));
+    // Globex creates identities; acme creates identities with tokens and issues tokens.
+    let writers = [
+        (&globex_on_peer, "globex", &create, json!({})),
+        (
+            &acme_on_peer,
+            "acme",
+            &create,
+            json!({"createTokenWithScopes": ["voip"]}),
+        ),
+        (&acme_on_peer, "acme", &issue, json!({"scopes": ["chat"]})),
+    ];
+    for (client, tenant, path, body) in writers.into_iter().cycle().take(12) {
+        let (client, path, stop) = (client.clone(), path.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let reply = client
+                    .try_send(Request::new(reqwest::Method::POST, &path, &body))
+                    .await;
+                statuses.push((tenant, reply.map(|r| r.status.as_u16()).ok()));
+            }
+            statuses
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = admin.delete(&format!("/admin/tenants/{tenant}")).await;
+    assert!(reply.status.is_success(), "{}", reply.body);
+    // Well inside the peer's propagation delay.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.extend(task.await.expect("traffic task"));
+    }
+    let globex_failed: Vec<_> = statuses
+        .iter()
+        .filter(|(tenant, status)| *tenant == "globex" && !matches!(status, Some(200 | 201)))
+        .collect();
+    assert!(
+        globex_failed.is_empty(),
+        "{} of globex's writes failed: {:?}",
+        globex_failed.len(),
+        &globex_failed[..globex_failed.len().min(5)]
+    );
+    let acme_5xx = statuses
+        .iter()
+        .filter(|(tenant, status)| *tenant == "acme" && status.is_some_and(|s| s >= 500))
+        .count();
+    assert_eq!(acme_5xx, 0, "acme's writes answered 5xx: {statuses:?}");
+    let refused = statuses
+        .iter()
+        .filter(|(tenant, status)| *tenant == "acme" && matches!(status, Some(401 | 404)))
+        .count();
+    assert!(
+        refused > 0,
+        "no write of acme reached the peer after the deletion"
+    );
+    // Nothing of acme's was written after its deletion (token records have no foreign key
+    // to stop one).
+    for table in ["identities", "issued_tokens"] {
+        let orphans = server
+            .count(&format!(
+                "{table} WHERE tenant_id NOT IN (SELECT tenant_id FROM tenants)"
+            ))
+            .await;
+        assert_eq!(orphans, 0, "{table} of the deleted tenant were left");
+    }
     peer.stop().await;
 }
