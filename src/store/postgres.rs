@@ -172,43 +172,27 @@ SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[],
 }
 const INSERT_EVENTS: &str = insert_events_sql!();
 
-/// The CTE `head`: moves the chain head of the events' tenant (`$1[1]`) from the expected
-/// one (`$17`, `$18`) to the one after the events (`$15`, `$16`) and says whether it did
-/// (`linked`); `$after` adds to its `WHERE`. The head row is selected by tenant alone and the
-/// expectation checked in the SET: a WHERE on the head's values would be checked against the
-/// row as the statement's snapshot saw it, so a statement queued behind an append of this
-/// process that had not committed yet would never match. Both the seq and the hash are
-/// compared: a head moved by others can have the expected seq.
-macro_rules! head_if_expected_cte {
+/// The CTEs that append the events of a transaction's tenants, given the events as `$1`–`$14`
+/// and each tenant with the head after its events and the head this process expects before
+/// them as `$15`–`$19` (NULL heads for a tenant it expects nothing of): `chains` locks every
+/// head, in tenant order as `lock_chains` takes them (`$after` adds to its `WHERE`); `head`
+/// moves each head still the one expected and says which did (`linked`); `events` inserts
+/// those tenants' events. The expectation is checked in the SET, against the row as it is
+/// once locked: a WHERE on the head's values would be checked against the row as the
+/// statement's snapshot saw it, so a statement queued behind an append of this process that
+/// had not committed yet would never match. Both the seq and the hash are compared: a head
+/// moved by others can have the expected seq.
+macro_rules! append_if_heads_ctes {
     ($after:literal) => {
         concat!(
-            "head AS (
-    UPDATE audit_chains
-       SET last_seq = CASE WHEN last_seq = $17 AND last_hash = $18 THEN $15 ELSE last_seq END,
-           last_hash = CASE WHEN last_seq = $17 AND last_hash = $18 THEN $16 ELSE last_hash END
-     WHERE tenant_id = $1[1] ",
-            $after,
-            "
-    RETURNING last_seq = $15 AND last_hash = $16 AS linked
-)"
-        )
-    };
-}
-
-/// Appends the events of a transaction's tenants in one statement, given each tenant with
-/// the head after its events and the head this process expects before them (`$15`–`$19`,
-/// NULL heads for a tenant it expects nothing of). Every head is locked first, in tenant
-/// order as `lock_chains` takes them; a head still the one expected moves and its tenant's
-/// events go in, the others stay as they are. Returns the tenants whose events went in. As
-/// in `head_if_expected_cte!`, the expectation is checked in the SET, against the row as it
-/// is once locked.
-const APPEND_IF_HEADS: &str = concat!(
-    "WITH expected AS (
+            "expected AS (
     SELECT * FROM UNNEST($15::uuid[], $16::int8[], $17::bytea[], $18::int8[], $19::bytea[])
         AS e (tenant_id, to_seq, to_hash, from_seq, from_hash)
-), locked AS MATERIALIZED (
+), chains AS MATERIALIZED (
     SELECT tenant_id FROM audit_chains
-     WHERE tenant_id IN (SELECT tenant_id FROM expected)
+     WHERE tenant_id IN (SELECT tenant_id FROM expected) ",
+            $after,
+            "
      ORDER BY tenant_id
        FOR UPDATE
 ), head AS (
@@ -217,33 +201,40 @@ const APPEND_IF_HEADS: &str = concat!(
                            THEN e.to_seq ELSE c.last_seq END,
            last_hash = CASE WHEN c.last_seq = e.from_seq AND c.last_hash = e.from_hash
                             THEN e.to_hash ELSE c.last_hash END
-      FROM expected e JOIN locked USING (tenant_id)
+      FROM expected e JOIN chains USING (tenant_id)
      WHERE c.tenant_id = e.tenant_id AND e.from_seq IS NOT NULL
     RETURNING c.tenant_id, c.last_seq = e.to_seq AND c.last_hash = e.to_hash AS linked
 ), events AS (",
-    insert_events_sql!(),
-    "
+            insert_events_sql!(),
+            "
  WHERE ev.tenant_id IN (SELECT tenant_id FROM head WHERE linked)
-)
-SELECT tenant_id FROM head WHERE linked"
+)"
+        )
+    };
+}
+
+/// Appends the events of a transaction's tenants in one statement (`append_if_heads_ctes!`);
+/// returns the tenants whose events went in.
+const APPEND_IF_HEADS: &str = concat!(
+    "WITH ",
+    append_if_heads_ctes!(""),
+    "\nSELECT tenant_id FROM head WHERE linked"
 );
 
-/// A batch of token issues of one tenant as one statement, committed on its own: the records
-/// (and their identities' `last_token_issued_at`), their events and the moved chain head go
-/// in together. The division fails the whole statement, leaving nothing of it, when a record
-/// was refused (its identity deleted meanwhile: its event must not be in the chain) or the
-/// head is not the one expected. The head's `WHERE` reads `written`, so the identity rows are
-/// locked before the head, in the order every write takes its locks.
+/// A batch of token issues as one statement, committed on its own: the records (and their
+/// identities' `last_token_issued_at`), their events and the moved chain heads go in
+/// together. The division fails the whole statement, leaving nothing of it, when a record was
+/// refused (its identity deleted meanwhile: its event must not be in the chain) or a head is
+/// not the one expected. The heads are locked after `written` is read, so the identity rows
+/// are locked before the heads, in the order every write takes its locks.
 const ISSUE_AT_ONCE: &str = concat!(
-    record_tokens_ctes!("$19", "$20", "$21", "$22", "$23", "$24"),
+    record_tokens_ctes!("$20", "$21", "$22", "$23", "$24", "$25"),
     ", ",
-    head_if_expected_cte!("AND (SELECT count(*) FROM written) >= 0"),
-    ", events AS (",
-    insert_events_sql!(),
-    "\n WHERE (SELECT linked FROM head)
-)
-SELECT 1 / CASE WHEN (SELECT count(*) FROM written) = cardinality($19::uuid[])
-                 AND (SELECT linked FROM head) THEN 1 ELSE 0 END"
+    append_if_heads_ctes!("AND (SELECT count(*) FROM written) >= 0"),
+    "
+SELECT 1 / CASE WHEN (SELECT count(*) FROM written) = cardinality($20::uuid[])
+                 AND (SELECT count(*) FROM head WHERE linked) = cardinality($15::uuid[])
+                THEN 1 ELSE 0 END"
 );
 
 /// SQLSTATE `division_by_zero`: how `ISSUE_AT_ONCE` refuses a batch.
@@ -258,18 +249,6 @@ struct Prediction {
     from: ChainHead,
     to: ChainHead,
     events: Vec<ChainedEvent>,
-}
-
-impl Prediction {
-    /// `query` with the events as `$1`–`$14` and the heads as `$15`–`$18`, as
-    /// `head_if_expected_cte!` reads them.
-    fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
-        PgStore::bind_events(query, &self.events)
-            .bind(self.to.last_seq)
-            .bind(self.to.last_hash)
-            .bind(self.from.last_seq)
-            .bind(self.from.last_hash)
-    }
 }
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
@@ -371,10 +350,10 @@ impl PgStore {
         Ok(())
     }
 
-    /// Commits a batch of token issues of one tenant in one statement and no transaction
-    /// around it, when this process expects the tenant's chain head: one round trip instead
-    /// of four, and the head held only while the statement ends and commits. `None` when the
-    /// batch is not such a batch or the statement refused it (a record refused, the head
+    /// Commits a batch of token issues in one statement and no transaction around it, when
+    /// this process expects the chain head of each of its tenants: one round trip instead of
+    /// four, and the heads held only while the statement ends and commits. `None` when the
+    /// batch is not such a batch or the statement refused it (a record refused, a head
     /// moved); nothing of it was written then, and the batch goes the general way.
     pub(super) async fn commit_tokens_at_once(
         &self,
@@ -387,25 +366,35 @@ impl PgStore {
                 _ => None,
             })
             .collect();
-        let Some(tenant) = issues.first().map(|i| i.record.identity.tenant()) else {
-            return Ok(None);
-        };
-        let foreign =
-            |i: &&TokenIssue| i.record.identity.tenant() != tenant || i.event.tenant != tenant;
-        if issues.len() != ops.len() || issues.iter().any(foreign) {
+        let own_event = |i: &&TokenIssue| i.event.tenant == i.record.identity.tenant();
+        if issues.is_empty() || issues.len() != ops.len() || !issues.iter().all(own_event) {
             return Ok(None);
         }
-        let records: Vec<&TokenRecord> = issues.iter().map(|i| &i.record).collect();
+        let mut tenants: Vec<TenantId> = issues.iter().map(|i| i.event.tenant).collect();
+        tenants.sort();
+        tenants.dedup();
         // Not holding `appending` while the statement runs: it waits on identity rows, which
         // a transaction of this process waiting for its turn to append may hold.
-        let prediction = {
+        let predictions = {
             let _turn = self.appending.lock().await;
-            self.predict(tenant, issues.iter().map(|i| &i.event))?
+            let heads = self.predicted_heads();
+            if !tenants.iter().all(|tenant| heads.contains_key(tenant)) {
+                return Ok(None);
+            }
+            drop(heads);
+            let mut predictions = Vec::with_capacity(tenants.len());
+            for &tenant in &tenants {
+                let events = issues.iter().map(|i| &i.event);
+                predictions.push(self.predict(tenant, events.filter(|e| e.tenant == tenant))?);
+            }
+            predictions
         };
-        let Some(prediction) = prediction else {
-            return Ok(None);
-        };
-        let query = prediction.bind(sqlx::query(self.replanned(ISSUE_AT_ONCE)));
+        let records: Vec<&TokenRecord> = issues.iter().map(|i| &i.record).collect();
+        let query = bind_predictions(
+            sqlx::query(self.replanned(ISSUE_AT_ONCE)),
+            &tenants,
+            &predictions,
+        );
         let refused = match bind_tokens(query, &records).execute(&self.pool).await {
             Ok(_) => false,
             Err(sqlx::Error::Database(error))
@@ -419,8 +408,11 @@ impl PgStore {
             Err(error) => return Err(error.into()),
         };
         if refused {
-            // The general way reads the head anew.
-            self.predicted_heads().remove(&tenant);
+            // The general way reads the heads anew.
+            let mut heads = self.predicted_heads();
+            for tenant in &tenants {
+                heads.remove(tenant);
+            }
             return Ok(None);
         }
         Ok(Some(vec![BatchOutcome::Issued(true); ops.len()]))
