@@ -98,6 +98,8 @@ impl ConnectionString {
 
 /// Makes the load generator's connections: TCP with Nagle off, then TLS for https.
 pub struct Connector {
+    /// What the sockets connect to, as given (for messages).
+    target: String,
     addr: SocketAddr,
     tls: Option<(TlsConnector, ServerName<'static>)>,
 }
@@ -133,7 +135,20 @@ impl Connector {
         } else {
             None
         };
-        Ok(Self { addr, tls })
+        Ok(Self { target, addr, tls })
+    }
+
+    /// Opens one connection and closes it: whether the server can be reached at all, and
+    /// if not, why (the load's connections count failures, not their causes).
+    pub async fn check(&self) -> anyhow::Result<()> {
+        self.connect().await.with_context(|| {
+            format!(
+                "cannot connect to {} ({})",
+                self.target,
+                if self.tls.is_some() { "HTTPS" } else { "HTTP" }
+            )
+        })?;
+        Ok(())
     }
 
     pub async fn connect(&self) -> std::io::Result<Stream> {

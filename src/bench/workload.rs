@@ -52,6 +52,7 @@ pub struct Plan {
 pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
     let connector =
         Arc::new(Connector::new(&plan.endpoint, plan.connect_to.as_deref(), &plan.ca_cert).await?);
+    connector.check().await?;
     let signer = Arc::new(Signer::new(&plan.access_key, host_header(&plan.endpoint)?)?);
     let clients = (0..plan.connections.max(1))
         .map(|_| Client::new(connector.clone(), signer.clone(), plan.timeout))

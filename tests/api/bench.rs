@@ -12,6 +12,7 @@ crate::both_backends!(
     half_load_runs_open_loop_at_half_the_rate_reached,
     the_cli_reports_json_over_plain_http,
     seeding_loads_identities_and_tokens_the_server_serves,
+    an_unreachable_server_is_reported_with_the_address_and_the_cause,
 );
 
 fn default_connection_string(server: &TestServer) -> String {
@@ -243,6 +244,29 @@ async fn seeding_loads_identities_and_tokens_the_server_serves(backend: Backend)
 }
 
 /// The oldest seeded identity's UUID (seeded ones are created months in the past).
+async fn an_unreachable_server_is_reported_with_the_address_and_the_cause(backend: Backend) {
+    let server = TestServer::spawn(backend).await;
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let target = format!("127.0.0.1:{port}");
+    let plan = Plan {
+        connect_to: Some(target.clone()),
+        ..plan_for(&server, 2)
+    };
+    let error = format!(
+        "{:#}",
+        bench::run(&plan).await.expect_err("nothing listens")
+    );
+    assert!(
+        error.contains(&format!("cannot connect to {target} (HTTPS)")),
+        "{error}"
+    );
+    assert!(error.to_lowercase().contains("refused"), "{error}");
+}
+
 async fn first_seeded_identity(server: &TestServer) -> uuid::Uuid {
     use sqlx::Connection as _;
     let sql = "SELECT identity_id FROM identities WHERE external_id LIKE 'bench-%' \
