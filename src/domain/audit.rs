@@ -159,21 +159,57 @@ pub struct ChainedEvent {
     pub hash: Vec<u8>,
 }
 
+/// What the hash of an event starts with: the version of the format, then the previous hash
+/// (no length: it is always 32 bytes), then each field as its length (u64, big-endian; all
+/// ones for none) and its bytes — tenant, seq, then the rest (`ChainedEvent::hashed_rest`).
+/// The PostgreSQL store links events with the same bytes in SQL (`link_events_ctes!`).
+pub const HASH_PREFIX: &[u8] = b"callsign-audit-v1";
+
 impl ChainedEvent {
+    /// `event` with the strings it is stored as, not yet linked to a chain (no seq, no hashes).
+    pub fn unlinked(event: &AuditEvent) -> Self {
+        ChainedEvent {
+            seq: 0,
+            tenant: event.tenant,
+            occurred_at: event.occurred_at,
+            actor: event.actor.to_string(),
+            operation: event.operation.as_str().to_owned(),
+            identity: event.identity,
+            outcome: event.outcome.as_str().to_owned(),
+            origin: event.origin.clone(),
+            details: event.details.to_string(),
+            prev_hash: Vec::new(),
+            hash: Vec::new(),
+        }
+    }
+
     /// The hash this event must carry, given its fields and `prev_hash`.
     pub fn expected_hash(&self) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update(b"callsign-audit-v1");
+        h.update(HASH_PREFIX);
         h.update(&self.prev_hash);
+        for bytes in [
+            self.tenant.as_uuid().as_bytes().as_slice(),
+            &self.seq.to_be_bytes(),
+        ] {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        }
+        h.update(self.hashed_rest());
+        h.finalize().into()
+    }
+
+    /// The bytes hashed after the seq: every field that does not depend on the event's place
+    /// in its chain.
+    pub fn hashed_rest(&self) -> Vec<u8> {
+        let mut h = Vec::with_capacity(256 + self.details.len());
         let mut field = |value: Option<&[u8]>| match value {
             Some(bytes) => {
-                h.update((bytes.len() as u64).to_be_bytes());
-                h.update(bytes);
+                h.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+                h.extend_from_slice(bytes);
             }
-            None => h.update(u64::MAX.to_be_bytes()),
+            None => h.extend_from_slice(&u64::MAX.to_be_bytes()),
         };
-        field(Some(self.tenant.as_uuid().as_bytes()));
-        field(Some(&self.seq.to_be_bytes()));
         field(Some(&self.occurred_at.millis().to_be_bytes()));
         field(Some(self.actor.as_bytes()));
         field(Some(self.operation.as_bytes()));
@@ -184,7 +220,7 @@ impl ChainedEvent {
         field(self.origin.source_address.as_deref().map(str::as_bytes));
         field(self.origin.user_agent.as_deref().map(str::as_bytes));
         field(Some(self.details.as_bytes()));
-        h.finalize().into()
+        h
     }
 }
 
@@ -218,16 +254,8 @@ impl ChainAppender {
         })?;
         let mut chained = ChainedEvent {
             seq: head.last_seq + 1,
-            tenant: event.tenant,
-            occurred_at: event.occurred_at,
-            actor: event.actor.to_string(),
-            operation: event.operation.as_str().to_owned(),
-            identity: event.identity,
-            outcome: event.outcome.as_str().to_owned(),
-            origin: event.origin.clone(),
-            details: event.details.to_string(),
             prev_hash: head.last_hash.clone(),
-            hash: Vec::new(),
+            ..ChainedEvent::unlinked(event)
         };
         chained.hash = chained.expected_hash().to_vec();
         head.last_seq = chained.seq;
@@ -263,6 +291,39 @@ mod tests {
             origin: RequestOrigin::default(),
             details,
         }
+    }
+
+    /// The format is a contract (verifiers outside callsign, the SQL that links events on
+    /// PostgreSQL): this vector was computed by an independent implementation of it.
+    #[test]
+    fn the_hash_of_an_event_is_the_documented_bytes() {
+        let event = ChainedEvent {
+            seq: 7,
+            tenant: TenantId::from_uuid(Uuid::from_u128(1)),
+            occurred_at: Timestamp::from_millis(1_700_000_000_000),
+            actor: "accessKey:primary".to_owned(),
+            operation: "token.issue".to_owned(),
+            identity: Some(Uuid::from_u128(2)),
+            outcome: "success".to_owned(),
+            origin: RequestOrigin {
+                client_request_id: Some("c".to_owned()),
+                request_id: None,
+                source_address: Some("127.0.0.1".to_owned()),
+                user_agent: None,
+            },
+            details: r#"{"scopes":["chat"]}"#.to_owned(),
+            prev_hash: GENESIS.to_vec(),
+            hash: Vec::new(),
+        };
+        let hex: String = event
+            .expected_hash()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "2c0c9f8874d4c80bbdebe12972f2ee631a7fa2edd071422601a1d9e45a9d03f1"
+        );
     }
 
     #[test]
