@@ -1,11 +1,9 @@
 //! The PostgreSQL store: the production database.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,15 +18,10 @@ use super::{
     SeedRepository, StoreError, StoreResult, TokenIssue, TokenRecord, redact_url,
 };
 use crate::domain::TenantId;
-use crate::domain::audit::{AuditEvent, ChainAppender, ChainHead, ChainedEvent};
+use crate::domain::audit::{AuditEvent, ChainedEvent};
 
 pub struct PgStore {
     pool: PgPool,
-    /// The head each tenant's chain will have once the transactions this process sent have
-    /// committed: the guess a batch appends its events to without reading the head first.
-    predicted_heads: Mutex<HashMap<TenantId, ChainHead>>,
-    /// Appends of this process take turns (see `append_events`).
-    appending: tokio::sync::Mutex<()>,
     /// Identities this process has inserted: see `replanned`.
     identities_written: AtomicU64,
 }
@@ -49,8 +42,6 @@ impl PgStore {
         migrate::run_postgres(&pool).await?;
         Ok(Self {
             pool,
-            predicted_heads: Mutex::new(HashMap::new()),
-            appending: tokio::sync::Mutex::new(()),
             identities_written: AtomicU64::new(0),
         })
     }
@@ -73,13 +64,13 @@ SELECT i.tenant_id, i.identity_id FROM identities i
     };
 }
 
-/// The CTEs that record a batch of tokens, given the six parameters that hold the records as
-/// parallel arrays (tenant, jti, identity, scopes, issued at, expires at): `locked` locks
-/// each live identity row in key order, as every other writer does (so a concurrent delete
-/// either happens before the batch and drops its records, or waits for it); the UPDATE moves
-/// the `last_token_issued_at` of those rows only, which this transaction holds already, so
-/// whatever order its plan meets them in it never waits; and only records whose identity was
-/// updated are inserted (`written`, their jtis).
+/// The CTEs (for a `WITH`) that record a batch of tokens, given the six parameters that hold
+/// the records as parallel arrays (tenant, jti, identity, scopes, issued at, expires at):
+/// `locked` locks each live identity row in key order, as every other writer does (so a
+/// concurrent delete either happens before the batch and drops its records, or waits for
+/// it); the UPDATE moves the `last_token_issued_at` of those rows only, which this
+/// transaction holds already, so whatever order its plan meets them in it never waits; and
+/// only records whose identity was updated are inserted (`written`, their jtis).
 ///
 /// Locking in the UPDATE itself would lock in the order of its plan: a nested loop over the
 /// sorted identities keeps key order, but a plan that scans the table (the one chosen while
@@ -88,8 +79,7 @@ SELECT i.tenant_id, i.identity_id FROM identities i
 macro_rules! record_tokens_ctes {
     ($t:literal, $j:literal, $i:literal, $s:literal, $at:literal, $exp:literal) => {
         concat!(
-            "
-WITH input AS (
+            "input AS (
     SELECT * FROM UNNEST(",
             $t, "::uuid[], ", $j, "::uuid[], ", $i, "::uuid[], ", $s, "::text[], ", $at,
             "::int8[], ", $exp, "::int8[])
@@ -117,6 +107,7 @@ WITH input AS (
 
 /// Records a whole batch of tokens in one statement and one round trip.
 const INSERT_TOKEN_BATCH: &str = concat!(
+    "WITH ",
     record_tokens_ctes!("$1", "$2", "$3", "$4", "$5", "$6"),
     "\nSELECT jti FROM written"
 );
@@ -158,203 +149,175 @@ impl PgStore {
     }
 }
 
-/// All events of a transaction in one statement, as parallel arrays.
-macro_rules! insert_events_sql {
-    () => {
-        "
-INSERT INTO audit_events (tenant_id, seq, occurred_at, actor, operation, identity_id, outcome,
-    client_request_id, request_id, source_address, user_agent, details, prev_hash, hash)
-SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::uuid[],
-    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bytea[])
-    AS ev (tenant_id, seq, occurred_at, actor, operation, identity_id, outcome, client_request_id,
-           request_id, source_address, user_agent, details, prev_hash, hash)"
+/// The parameters `$1`–`$11` of a statement that takes events, one array per column, and the
+/// columns they fill.
+macro_rules! event_fields {
+    (params) => {
+        "$1::uuid[], $2::int8[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
+    $8::text[], $9::text[], $10::text[], $11::text[]"
+    };
+    (columns) => {
+        "tenant_id, occurred_at, actor, operation, identity_id, outcome, client_request_id,
+    request_id, source_address, user_agent, details"
     };
 }
-const INSERT_EVENTS: &str = insert_events_sql!();
 
-/// The CTEs that append the events of a transaction's tenants, given the events as `$1`–`$14`
-/// and each tenant with the head after its events and the head this process expects before
-/// them as `$15`–`$19` (NULL heads for a tenant it expects nothing of): `chains` locks every
-/// head, in tenant order as `lock_chains` takes them (`$after` adds to its `WHERE`); `head`
-/// moves each head still the one expected and says which did (`linked`); `events` inserts
-/// those tenants' events. The expectation is checked in the SET, against the row as it is
-/// once locked: a WHERE on the head's values would be checked against the row as the
-/// statement's snapshot saw it, so a statement queued behind an append of this process that
-/// had not committed yet would never match. Both the seq and the hash are compared: a head
-/// moved by others can have the expected seq.
-macro_rules! append_if_heads_ctes {
+/// Events already linked to their chains, in one statement: their fields, then seq, previous
+/// hash and hash as `$12`–`$14`.
+const INSERT_EVENTS: &str = concat!(
+    "INSERT INTO audit_events (",
+    event_fields!(columns),
+    ", seq, prev_hash, hash)
+SELECT * FROM UNNEST(",
+    event_fields!(params),
+    ", $12::int8[], $13::bytea[], $14::bytea[])"
+);
+
+/// The CTEs (for a `WITH RECURSIVE`) that append events to their chains in the statement
+/// itself, given their fields as `$1`–`$11` and the rest of the bytes each one's hash covers
+/// (`ChainedEvent::hashed_rest`) as `$12`, each tenant's events together and in order.
+/// `chains` locks the tenants' chain heads in tenant order, as `lock_chains` takes them
+/// (`$after` adds to its `WHERE`), and reads them as they are once locked; `link` numbers and
+/// hashes each tenant's events from there, with the bytes `ChainedEvent::expected_hash`
+/// hashes; `head` moves the heads and returns their tenants; `events` inserts the events. A
+/// tenant without a chain yet gets none of its events in: the caller links those the general
+/// way, which creates the chain.
+///
+/// The head is read and moved inside one statement, so it is held only from there to the
+/// commit, and nothing this process guesses about it can be wrong: another instance, or the
+/// CLI, appending in between costs a wait for its commit, not a retry.
+macro_rules! link_events_ctes {
     ($after:literal) => {
         concat!(
-            "expected AS (
-    SELECT * FROM UNNEST($15::uuid[], $16::int8[], $17::bytea[], $18::int8[], $19::bytea[])
-        AS e (tenant_id, to_seq, to_hash, from_seq, from_hash)
+            "ev AS (
+    SELECT * FROM UNNEST(",
+            event_fields!(params),
+            ", $12::bytea[]) WITH ORDINALITY
+        AS ev (",
+            event_fields!(columns),
+            ", rest, ord)
+), batch AS (
+    SELECT tenant_id, min(ord) AS first, max(ord) AS last FROM ev GROUP BY tenant_id
 ), chains AS MATERIALIZED (
-    SELECT tenant_id FROM audit_chains
-     WHERE tenant_id IN (SELECT tenant_id FROM expected) ",
+    SELECT tenant_id, last_seq, last_hash FROM audit_chains
+     WHERE tenant_id IN (SELECT tenant_id FROM batch) ",
             $after,
             "
      ORDER BY tenant_id
        FOR UPDATE
+), link (tenant_id, ord, last, seq, prev_hash, hash) AS (
+    SELECT c.tenant_id, b.first - 1, b.last, c.last_seq, NULL::bytea, c.last_hash
+      FROM chains c JOIN batch b USING (tenant_id)
+    UNION ALL
+    SELECT l.tenant_id, l.ord + 1, l.last, l.seq + 1, l.hash,
+           sha256('callsign-audit-v1'::bytea || l.hash
+                  || int8send(16) || uuid_send(l.tenant_id)
+                  || int8send(8) || int8send(l.seq + 1)
+                  || ($12::bytea[])[(l.ord + 1)::int4])
+      FROM link l
+     WHERE l.ord < l.last
 ), head AS (
     UPDATE audit_chains c
-       SET last_seq = CASE WHEN c.last_seq = e.from_seq AND c.last_hash = e.from_hash
-                           THEN e.to_seq ELSE c.last_seq END,
-           last_hash = CASE WHEN c.last_seq = e.from_seq AND c.last_hash = e.from_hash
-                            THEN e.to_hash ELSE c.last_hash END
-      FROM expected e JOIN chains USING (tenant_id)
-     WHERE c.tenant_id = e.tenant_id AND e.from_seq IS NOT NULL
-    RETURNING c.tenant_id, c.last_seq = e.to_seq AND c.last_hash = e.to_hash AS linked
-), events AS (",
-            insert_events_sql!(),
-            "
- WHERE ev.tenant_id IN (SELECT tenant_id FROM head WHERE linked)
+       SET last_seq = l.seq, last_hash = l.hash
+      FROM link l
+     WHERE c.tenant_id = l.tenant_id AND l.ord = l.last
+    RETURNING c.tenant_id
+), events AS (
+    INSERT INTO audit_events (",
+            event_fields!(columns),
+            ", seq, prev_hash, hash)
+    SELECT ev.tenant_id, ev.occurred_at, ev.actor, ev.operation, ev.identity_id, ev.outcome,
+           ev.client_request_id, ev.request_id, ev.source_address, ev.user_agent, ev.details,
+           l.seq, l.prev_hash, l.hash
+      FROM ev JOIN link l ON l.tenant_id = ev.tenant_id AND l.ord = ev.ord
 )"
         )
     };
 }
 
-/// Appends the events of a transaction's tenants in one statement (`append_if_heads_ctes!`);
-/// returns the tenants whose events went in.
-const APPEND_IF_HEADS: &str = concat!(
-    "WITH ",
-    append_if_heads_ctes!(""),
-    "\nSELECT tenant_id FROM head WHERE linked"
+/// Appends a transaction's events (`link_events_ctes!`) as its last statement; returns the
+/// tenants whose events went in.
+const APPEND_EVENTS: &str = concat!(
+    "WITH RECURSIVE ",
+    link_events_ctes!(""),
+    "\nSELECT tenant_id FROM head"
 );
 
 /// A batch of token issues as one statement, committed on its own: the records (and their
 /// identities' `last_token_issued_at`), their events and the moved chain heads go in
 /// together. The division fails the whole statement, leaving nothing of it, when a record was
-/// refused (its identity deleted meanwhile: its event must not be in the chain) or a head is
-/// not the one expected. The heads are locked after `written` is read, so the identity rows
-/// are locked before the heads, in the order every write takes its locks.
+/// refused (its identity deleted meanwhile: its event must not be in the chain) or a tenant
+/// has no chain yet. The heads are locked after `written` is read, so the identity rows are
+/// locked before the heads, in the order every write takes its locks.
 const ISSUE_AT_ONCE: &str = concat!(
-    record_tokens_ctes!("$20", "$21", "$22", "$23", "$24", "$25"),
+    "WITH RECURSIVE ",
+    record_tokens_ctes!("$13", "$14", "$15", "$16", "$17", "$18"),
     ", ",
-    append_if_heads_ctes!("AND (SELECT count(*) FROM written) >= 0"),
+    link_events_ctes!("AND (SELECT count(*) FROM written) >= 0"),
     "
-SELECT 1 / CASE WHEN (SELECT count(*) FROM written) = cardinality($20::uuid[])
-                 AND (SELECT count(*) FROM head WHERE linked) = cardinality($15::uuid[])
+SELECT 1 / CASE WHEN (SELECT count(*) FROM written) = cardinality($13::uuid[])
+                 AND (SELECT count(*) FROM head) = (SELECT count(*) FROM batch)
                 THEN 1 ELSE 0 END"
 );
 
 /// SQLSTATE `division_by_zero`: how `ISSUE_AT_ONCE` refuses a batch.
 const REFUSED_AT_ONCE: &str = "22012";
 
-/// SQLSTATE `deadlock_detected`: `ISSUE_AT_ONCE` met a writer that locks identity rows in
-/// another order than key order (a tenant's deletion) and was the one aborted.
+/// SQLSTATE `deadlock_detected`. Every writer locks identity rows in key order, so
+/// `ISSUE_AT_ONCE` should never be aborted as a deadlock's victim; should a writer ever lock in
+/// another order, its batch goes the general way rather than failing.
 const DEADLOCK_DETECTED: &str = "40P01";
-
-/// A tenant's events linked to the head this process expects its chain to have.
-struct Prediction {
-    from: ChainHead,
-    to: ChainHead,
-    events: Vec<ChainedEvent>,
-}
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
-/// `query` with the predicted events of `tenants` as `$1`–`$14` and, as `$15`–`$19`, each
-/// tenant with the head after its events and the head expected before them (NULLs where
-/// there is no prediction), as `APPEND_IF_HEADS` reads them.
-fn bind_predictions<'q>(
-    query: PgQuery<'q>,
-    tenants: &[TenantId],
-    predictions: &[Option<Prediction>],
-) -> PgQuery<'q> {
-    let events: Vec<ChainedEvent> = predictions
-        .iter()
-        .flatten()
-        .flat_map(|p| p.events.iter().cloned())
-        .collect();
-    let seqs = |f: fn(&Prediction) -> &ChainHead| {
-        predictions
-            .iter()
-            .map(|p| p.as_ref().map(|p| f(p).last_seq))
-            .collect::<Vec<_>>()
-    };
-    let hashes = |f: fn(&Prediction) -> &ChainHead| {
-        predictions
-            .iter()
-            .map(|p| p.as_ref().map(|p| f(p).last_hash.clone()))
-            .collect::<Vec<_>>()
-    };
-    PgStore::bind_events(query, &events)
-        .bind(tenants.iter().map(|t| t.as_uuid()).collect::<Vec<_>>())
-        .bind(seqs(|p| &p.to))
-        .bind(hashes(|p| &p.to))
-        .bind(seqs(|p| &p.from))
-        .bind(hashes(|p| &p.from))
+/// `query` with `events` bound as its next 12 parameters: their fields and the rest of the
+/// bytes each one's hash covers, each tenant's events together, as `link_events_ctes!` reads
+/// them.
+fn bind_unlinked<'q>(query: PgQuery<'q>, events: &[&AuditEvent]) -> PgQuery<'q> {
+    let mut unlinked: Vec<ChainedEvent> =
+        events.iter().map(|e| ChainedEvent::unlinked(e)).collect();
+    // Stable: a tenant's events keep their order.
+    unlinked.sort_by_key(|e| e.tenant);
+    let rest: Vec<Vec<u8>> = unlinked.iter().map(ChainedEvent::hashed_rest).collect();
+    PgStore::bind_event_fields(query, &unlinked).bind(rest)
 }
 
 impl PgStore {
-    /// Appends `events` to their chains as the last writes of a transaction.
-    ///
-    /// A chain head is the one row every audited write of a tenant updates, and its row lock
-    /// is held until commit: the shorter the time between taking it and committing, the more
-    /// transactions of a tenant commit per second. So each tenant's events are linked to the
-    /// head this process expects (the one its own last append left), and the events of all
-    /// the tenants go in one statement that moves each head only if it still is that one.
-    /// Only for a tenant whose head another writer moved in between (another instance, the
-    /// CLI, a transaction that rolled back) is the head read and linked to again, after the
-    /// statement locked every head in tenant order, as `lock_chains` takes them. Appends of
-    /// this process take turns, so that each one's statement reaches the heads after the one
-    /// it expects to follow.
+    /// Appends `events` to their chains as the last statement of a transaction, linking them
+    /// in the statement (`link_events_ctes!`); the events of a tenant without a chain yet go
+    /// the general way, which creates it.
     async fn append_events(
         &self,
         conn: &mut PgConnection,
         events: &[AuditEvent],
     ) -> Result<(), StoreError> {
-        let _turn = self.appending.lock().await;
-        let mut tenants: Vec<TenantId> = events.iter().map(|e| e.tenant).collect();
-        tenants.sort();
-        tenants.dedup();
-        let single = tenants.len() == 1;
-        // Most appends are of one tenant: those need no copy.
-        let own = |tenant: TenantId| -> Cow<'_, [AuditEvent]> {
-            if single {
-                Cow::Borrowed(events)
-            } else {
-                events
-                    .iter()
-                    .filter(|e| e.tenant == tenant)
-                    .cloned()
-                    .collect()
-            }
-        };
-        let mut predictions = Vec::with_capacity(tenants.len());
-        for &tenant in &tenants {
-            predictions.push(self.predict(tenant, own(tenant).iter())?);
+        if events.is_empty() {
+            return Ok(());
         }
-        let linked: HashSet<Uuid> = if predictions.iter().any(Option::is_some) {
-            let rows = bind_predictions(sqlx::query(APPEND_IF_HEADS), &tenants, &predictions)
-                .fetch_all(&mut *conn)
-                .await?;
-            rows.iter()
-                .map(|row| row.try_get::<Uuid, _>(0))
-                .collect::<Result<_, _>>()?
-        } else {
-            HashSet::new()
-        };
-        // The rest is linked to the heads as they are, taken in tenant order either way: by
-        // the statement, if it ran, or here.
-        for tenant in tenants {
-            if linked.contains(&tenant.as_uuid()) {
-                continue;
-            }
-            let chain = Self::append_events_locking(&mut *conn, &own(tenant)).await?;
-            let mut heads = self.predicted_heads();
-            for (tenant, head) in chain.changed_heads() {
-                heads.insert(*tenant, head.clone());
-            }
+        let all: Vec<&AuditEvent> = events.iter().collect();
+        let rows = bind_unlinked(sqlx::query(APPEND_EVENTS), &all)
+            .fetch_all(&mut *conn)
+            .await?;
+        let linked: HashSet<Uuid> = rows
+            .iter()
+            .map(|row| row.try_get::<Uuid, _>(0))
+            .collect::<Result<_, _>>()?;
+        let rest: Vec<AuditEvent> = events
+            .iter()
+            .filter(|e| !linked.contains(&e.tenant.as_uuid()))
+            .cloned()
+            .collect();
+        if !rest.is_empty() {
+            Self::append_events_locking(&mut *conn, &rest).await?;
         }
         Ok(())
     }
 
-    /// Commits a batch of token issues in one statement and no transaction around it, when
-    /// this process expects the chain head of each of its tenants: one round trip instead of
-    /// four, and the heads held only while the statement ends and commits. `None` when the
-    /// batch is not such a batch or the statement refused it (a record refused, a head
-    /// moved); nothing of it was written then, and the batch goes the general way.
+    /// Commits a batch of token issues in one statement and no transaction around it: one
+    /// round trip instead of four, and the chain heads held only while the statement ends and
+    /// commits. `None` when the batch is not such a batch or the statement refused it (a
+    /// record refused, a tenant without a chain); nothing of it was written then, and the
+    /// batch goes the general way.
     pub(super) async fn commit_tokens_at_once(
         &self,
         ops: &[BatchOp],
@@ -366,91 +329,24 @@ impl PgStore {
                 _ => None,
             })
             .collect();
-        let own_event = |i: &&TokenIssue| i.event.tenant == i.record.identity.tenant();
-        if issues.is_empty() || issues.len() != ops.len() || !issues.iter().all(own_event) {
+        if issues.is_empty() || issues.len() != ops.len() {
             return Ok(None);
         }
-        let mut tenants: Vec<TenantId> = issues.iter().map(|i| i.event.tenant).collect();
-        tenants.sort();
-        tenants.dedup();
-        // Not holding `appending` while the statement runs: it waits on identity rows, which
-        // a transaction of this process waiting for its turn to append may hold.
-        let predictions = {
-            let _turn = self.appending.lock().await;
-            let heads = self.predicted_heads();
-            if !tenants.iter().all(|tenant| heads.contains_key(tenant)) {
-                return Ok(None);
-            }
-            drop(heads);
-            let mut predictions = Vec::with_capacity(tenants.len());
-            for &tenant in &tenants {
-                let events = issues.iter().map(|i| &i.event);
-                predictions.push(self.predict(tenant, events.filter(|e| e.tenant == tenant))?);
-            }
-            predictions
-        };
+        let events: Vec<&AuditEvent> = issues.iter().map(|i| &i.event).collect();
         let records: Vec<&TokenRecord> = issues.iter().map(|i| &i.record).collect();
-        let query = bind_predictions(
-            sqlx::query(self.replanned(ISSUE_AT_ONCE)),
-            &tenants,
-            &predictions,
-        );
-        let refused = match bind_tokens(query, &records).execute(&self.pool).await {
-            Ok(_) => false,
+        let query = bind_unlinked(sqlx::query(self.replanned(ISSUE_AT_ONCE)), &events);
+        match bind_tokens(query, &records).execute(&self.pool).await {
+            Ok(_) => Ok(Some(vec![BatchOutcome::Issued(true); ops.len()])),
             Err(sqlx::Error::Database(error))
                 if matches!(
                     error.code().as_deref(),
                     Some(REFUSED_AT_ONCE | DEADLOCK_DETECTED)
                 ) =>
             {
-                true
+                Ok(None)
             }
-            Err(error) => return Err(error.into()),
-        };
-        if refused {
-            // The general way reads the heads anew.
-            let mut heads = self.predicted_heads();
-            for tenant in &tenants {
-                heads.remove(tenant);
-            }
-            return Ok(None);
+            Err(error) => Err(error.into()),
         }
-        Ok(Some(vec![BatchOutcome::Issued(true); ops.len()]))
-    }
-
-    /// The expected heads. They are only a guess that is checked, so one left by a thread
-    /// that panicked is as good as any.
-    fn predicted_heads(&self) -> MutexGuard<'_, HashMap<TenantId, ChainHead>> {
-        self.predicted_heads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Links `events` (all of `tenant`, at least one) to the expected head and expects the
-    /// head after them next; `None` when this process has no expectation for the tenant yet.
-    fn predict<'a>(
-        &self,
-        tenant: TenantId,
-        events: impl IntoIterator<Item = &'a AuditEvent>,
-    ) -> Result<Option<Prediction>, StoreError> {
-        let mut heads = self.predicted_heads();
-        let Some(from) = heads.get(&tenant).cloned() else {
-            return Ok(None);
-        };
-        let mut chain = ChainAppender::new(HashMap::from([(tenant, from.clone())]));
-        for event in events {
-            chain.append(event)?;
-        }
-        let Some((_, to)) = chain.changed_heads().next() else {
-            return Ok(None);
-        };
-        let to = to.clone();
-        heads.insert(tenant, to.clone());
-        Ok(Some(Prediction {
-            from,
-            to,
-            events: chain.events().to_vec(),
-        }))
     }
 
     /// PostgreSQL's planner picks the identity index by itself.
@@ -502,8 +398,22 @@ impl PgStore {
         Ok(())
     }
 
-    /// `query` with `events` bound as its next 14 parameters, one array per column.
+    /// `query` with `events` bound as its next 14 parameters, one array per column, as
+    /// `INSERT_EVENTS` reads them.
     fn bind_events<'q>(query: PgQuery<'q>, events: &[ChainedEvent]) -> PgQuery<'q> {
+        Self::bind_event_fields(query, events)
+            .bind(events.iter().map(|e| e.seq).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.prev_hash.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|e| e.hash.clone()).collect::<Vec<_>>())
+    }
+
+    /// `query` with the fields of `events` (`event_fields!`) bound as its next 11 parameters.
+    fn bind_event_fields<'q>(query: PgQuery<'q>, events: &[ChainedEvent]) -> PgQuery<'q> {
         let column =
             |f: fn(&ChainedEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
         query
@@ -513,7 +423,6 @@ impl PgStore {
                     .map(|e| e.tenant.as_uuid())
                     .collect::<Vec<_>>(),
             )
-            .bind(events.iter().map(|e| e.seq).collect::<Vec<_>>())
             .bind(
                 events
                     .iter()
@@ -529,13 +438,6 @@ impl PgStore {
             .bind(column(|e| e.origin.source_address.clone()))
             .bind(column(|e| e.origin.user_agent.clone()))
             .bind(column(|e| Some(e.details.clone())))
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.prev_hash.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(events.iter().map(|e| e.hash.clone()).collect::<Vec<_>>())
     }
 }
 

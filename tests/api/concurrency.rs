@@ -101,16 +101,15 @@ async fn a_delete_racing_token_issues_leaves_no_answered_token_unrecorded(backen
     );
 }
 
-/// Each instance links a batch's events to the chain head it expects from its own last
-/// write; writes of another instance and of the CLI move the head under it, and a batch that
-/// finds the head moved must link its events again, not fork the chain.
+/// Writes of two instances and of the CLI to one tenant's chain interleave: each batch must
+/// link its events to the head as it is when the batch takes it, not as its instance last
+/// left it, or the chain forks.
 async fn two_instances_and_the_cli_writing_one_tenant_keep_one_gapless_chain(backend: Backend) {
     instances_and_the_cli_keep_gapless_chains(backend, &[]).await;
 }
 
-/// As above, with batches that hold the events of two tenants, of which one head may have
-/// moved and the other not: each chain stays gapless, and neither instance waits on the other
-/// forever for heads taken in two orders.
+/// As above, with batches that hold the events of two tenants: each chain stays gapless, and
+/// neither instance waits on the other forever for heads taken in two orders.
 async fn two_instances_and_the_cli_writing_two_tenants_keep_gapless_chains(backend: Backend) {
     instances_and_the_cli_keep_gapless_chains(backend, &["acme"]).await;
 }
@@ -133,7 +132,7 @@ async fn instances_and_the_cli_keep_gapless_chains(backend: Backend, others: &[&
         for _ in 0..4 {
             ids.push(here.new_identity().await);
         }
-        // Both instances have appended once, so each now has a head it expects.
+        // Both instances have written to the chain before the rounds start.
         there.token(&ids[0], &["chat"]).await;
         writers.push((name, [here, there], ids));
     }
