@@ -188,28 +188,29 @@ impl ChainedEvent {
         let mut h = Sha256::new();
         h.update(HASH_PREFIX);
         h.update(&self.prev_hash);
-        for bytes in [
-            self.tenant.as_uuid().as_bytes().as_slice(),
-            &self.seq.to_be_bytes(),
-        ] {
-            h.update((bytes.len() as u64).to_be_bytes());
-            h.update(bytes);
+        {
+            let mut sink = |bytes: &[u8]| h.update(bytes);
+            let mut field = field_encoder(&mut sink);
+            field(Some(self.tenant.as_uuid().as_bytes()));
+            field(Some(&self.seq.to_be_bytes()));
+            self.feed_rest(&mut field);
         }
-        h.update(self.hashed_rest());
         h.finalize().into()
     }
 
     /// The bytes hashed after the seq: every field that does not depend on the event's place
     /// in its chain.
     pub fn hashed_rest(&self) -> Vec<u8> {
-        let mut h = Vec::with_capacity(256 + self.details.len());
-        let mut field = |value: Option<&[u8]>| match value {
-            Some(bytes) => {
-                h.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
-                h.extend_from_slice(bytes);
-            }
-            None => h.extend_from_slice(&u64::MAX.to_be_bytes()),
-        };
+        let mut out = Vec::with_capacity(256 + self.details.len());
+        {
+            let mut sink = |bytes: &[u8]| out.extend_from_slice(bytes);
+            self.feed_rest(&mut field_encoder(&mut sink));
+        }
+        out
+    }
+
+    /// Passes the fields after the seq, in order, to `field`.
+    fn feed_rest(&self, field: &mut impl FnMut(Option<&[u8]>)) {
         field(Some(&self.occurred_at.millis().to_be_bytes()));
         field(Some(self.actor.as_bytes()));
         field(Some(self.operation.as_bytes()));
@@ -220,7 +221,18 @@ impl ChainedEvent {
         field(self.origin.source_address.as_deref().map(str::as_bytes));
         field(self.origin.user_agent.as_deref().map(str::as_bytes));
         field(Some(self.details.as_bytes()));
-        h
+    }
+}
+
+/// Encodes a field as hashed: its length (u64, big-endian) and its bytes, or all ones for
+/// none, into `sink`.
+fn field_encoder(sink: &mut impl FnMut(&[u8])) -> impl FnMut(Option<&[u8]>) + '_ {
+    move |value| match value {
+        Some(bytes) => {
+            sink(&(bytes.len() as u64).to_be_bytes());
+            sink(bytes);
+        }
+        None => sink(&u64::MAX.to_be_bytes()),
     }
 }
 
