@@ -105,6 +105,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub half_load: bool,
 
+    /// Measure each operation only open loop at this many requests per second, instead of at
+    /// full load: the latency of a server at a load you choose, comparable between builds and
+    /// machines whatever their maximum.
+    #[arg(long, value_parser = parse_rate, conflicts_with = "half_load")]
+    pub rate: Option<f64>,
+
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -155,6 +161,16 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         return Err(format!("{value:?} is not a duration"));
     }
     Duration::try_from_secs_f64(number * scale).map_err(|e| e.to_string())
+}
+
+/// Parses a request rate: a positive, finite number of requests per second.
+pub fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{value:?} is not a rate (a positive number of requests per second, e.g. 5000)"
+        )),
+    }
 }
 
 /// `callsign bench`: seeds, or runs the load generator and prints its report. Fails when any
@@ -229,6 +245,7 @@ fn plan(settings: &Settings, args: &BenchArgs) -> anyhow::Result<Plan> {
         max_prepared: args.max_prepared.max(1),
         threads: usize::from(args.threads),
         half_load: args.half_load,
+        rate: args.rate,
         verbose: true,
     })
 }
@@ -283,6 +300,35 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         for bad in ["", "s", "-1", "fast", "1h", "NaN"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_rate_is_read_and_cannot_be_combined_with_half_load() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser;
+        let parse = |more: &[&str]| {
+            let head = ["callsign", "bench", "--connection-string", "endpoint=x"];
+            Cli::try_parse_from(head.iter().chain(more))
+        };
+        let parsed = parse(&["--rate", "5000"]).expect("--rate 5000");
+        let Some(Command::Bench(args)) = parsed.command else {
+            panic!("not the bench command: {parsed:?}");
+        };
+        assert_eq!(args.rate, Some(5000.0));
+        let both = parse(&["--rate", "5000", "--half-load"]).expect_err("with --half-load");
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let zero = parse(&["--rate", "0"]).expect_err("0/s");
+        assert!(zero.to_string().contains("is not a rate"), "{zero}");
+    }
+
+    #[test]
+    fn rates_are_positive_finite_numbers() {
+        assert_eq!(parse_rate("5000"), Ok(5000.0));
+        assert_eq!(parse_rate(" 2.5 "), Ok(2.5));
+        for bad in ["", "0", "-5", "fast", "inf", "NaN", "5000/s"] {
+            let refused = parse_rate(bad).expect_err(bad);
+            assert!(refused.contains("is not a rate"), "{refused}");
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct Plan {
     pub max_prepared: usize,
     /// After each operation, measure it again open-loop at half the rate it reached.
     pub half_load: bool,
+    /// Measure each operation only open-loop at this rate, not at full load.
+    pub rate: Option<f64>,
     /// Worker threads of the generator (for the report; the caller builds the runtime).
     pub threads: usize,
     /// Print what the run is doing to stderr.
@@ -84,6 +86,10 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
 
     let mut operations = Vec::new();
     for op in &plan.operations {
+        if let Some(rate) = plan.rate {
+            operations.push(session.measure(*op, Some(rate)).await?);
+            continue;
+        }
         let full = session.measure(*op, None).await?;
         let half = full.requests_per_second / 2.0;
         operations.push(full);

@@ -10,6 +10,7 @@ use crate::helpers::{Backend, TestServer, encode};
 crate::both_backends!(
     a_short_run_measures_every_operation_without_errors,
     half_load_runs_open_loop_at_half_the_rate_reached,
+    a_chosen_rate_is_held_open_loop_instead_of_full_load,
     the_cli_reports_json_over_plain_http,
     seeding_loads_identities_and_tokens_the_server_serves,
     an_unreachable_server_is_reported_with_the_address_and_the_cause,
@@ -38,6 +39,7 @@ fn plan_for(server: &TestServer, connections: usize) -> Plan {
         max_prepared: 500,
         threads: 1,
         half_load: false,
+        rate: None,
         verbose: false,
     }
 }
@@ -118,6 +120,39 @@ async fn half_load_runs_open_loop_at_half_the_rate_reached(backend: Backend) {
         (0.6..=1.1).contains(&achieved),
         "{achieved:.2} of the target rate: {table}"
     );
+}
+
+async fn a_chosen_rate_is_held_open_loop_instead_of_full_load(backend: Backend) {
+    let server = TestServer::spawn(backend).await;
+    server.lift_rate_limits().await;
+    let plan = Plan {
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(200),
+        operations: vec![Operation::IssueToken, Operation::GetIdentity],
+        rate: Some(150.0),
+        ..plan_for(&server, 8)
+    };
+    let report = bench::run(&plan).await.expect("the run completes");
+    let table = report.table();
+    assert_eq!(report.error_count(), 0, "{table}");
+    let names: Vec<&str> = report
+        .operations
+        .iter()
+        .map(|o| o.operation.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["issue-token @ 150/s", "get-identity @ 150/s"],
+        "{table}"
+    );
+    for op in &report.operations {
+        // Far below what the server can do, so the schedule sets the pace.
+        let achieved = op.requests_per_second / 150.0;
+        assert!(
+            (0.8..=1.1).contains(&achieved),
+            "{achieved:.2} of the chosen rate: {table}"
+        );
+    }
 }
 
 async fn the_cli_reports_json_over_plain_http(backend: Backend) {
