@@ -163,12 +163,18 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(number * scale).map_err(|e| e.to_string())
 }
 
-/// Parses a request rate: a positive, finite number of requests per second.
+/// The rates `--rate` takes, in requests per second: below the least, a connection's
+/// interval between requests would outgrow what a `Duration` holds.
+const RATES: std::ops::RangeInclusive<f64> = 0.001..=10_000_000.0;
+
+/// Parses a request rate: requests per second, within `RATES`.
 pub fn parse_rate(value: &str) -> Result<f64, String> {
     match value.trim().parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        Ok(rate) if RATES.contains(&rate) => Ok(rate),
         _ => Err(format!(
-            "{value:?} is not a rate (a positive number of requests per second, e.g. 5000)"
+            "{value:?} is not a rate (requests per second from {} to {}, e.g. 5000)",
+            RATES.start(),
+            RATES.end()
         )),
     }
 }
@@ -326,7 +332,11 @@ mod tests {
     fn rates_are_positive_finite_numbers() {
         assert_eq!(parse_rate("5000"), Ok(5000.0));
         assert_eq!(parse_rate(" 2.5 "), Ok(2.5));
-        for bad in ["", "0", "-5", "fast", "inf", "NaN", "5000/s"] {
+        assert_eq!(parse_rate("0.001"), Ok(0.001));
+        assert_eq!(parse_rate("10000000"), Ok(10_000_000.0));
+        for bad in [
+            "", "0", "1e-300", "1e8", "-5", "fast", "inf", "NaN", "5000/s",
+        ] {
             let refused = parse_rate(bad).expect_err(bad);
             assert!(refused.contains("is not a rate"), "{refused}");
         }
