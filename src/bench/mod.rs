@@ -163,8 +163,9 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(number * scale).map_err(|e| e.to_string())
 }
 
-/// The rates `--rate` takes, in requests per second: below the least, a connection's
-/// interval between requests would outgrow what a `Duration` holds.
+/// The rates `--rate` takes, in requests per second. Each connection waits
+/// `connections / rate` between requests, which for a small enough rate no `Duration` holds;
+/// one request every 1000 s and ten million a second are far past any useful measurement.
 const RATES: std::ops::RangeInclusive<f64> = 0.001..=10_000_000.0;
 
 /// Parses a request rate: requests per second, within `RATES`.
@@ -329,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn rates_are_positive_finite_numbers() {
+    fn rates_are_numbers_within_bounds() {
         assert_eq!(parse_rate("5000"), Ok(5000.0));
         assert_eq!(parse_rate(" 2.5 "), Ok(2.5));
         assert_eq!(parse_rate("0.001"), Ok(0.001));
