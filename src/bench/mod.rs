@@ -100,8 +100,8 @@ pub struct BenchArgs {
     pub max_prepared: usize,
 
     /// After each operation, measure it again at half the rate it just reached, open loop
-    /// (requests leave on a fixed schedule whatever the answers; latency counts from when a
-    /// request was due): the latency of a server at half its maximum load.
+    /// (requests leave on a fixed schedule whatever the answers; an overdue request's latency
+    /// counts from when it was due): the latency of a server at half its maximum load.
     #[arg(long)]
     pub half_load: bool,
 
