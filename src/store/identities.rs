@@ -116,11 +116,7 @@ macro_rules! impl_identity_repository {
                     .bind(m.at.millis())
                     .fetch_optional(&mut *conn)
                     .await?;
-                Ok(watermark.map(|watermark| $crate::store::RevocationMark {
-                    identity: m.id,
-                    tokens_revoked_before: $crate::domain::Timestamp::from_millis(watermark),
-                    deleted: m.delete,
-                }))
+                Ok(watermark.map(|watermark| m.written(watermark)))
             }
 
             /// Whether `tenant` still exists, as this transaction sees it.
@@ -271,7 +267,7 @@ macro_rules! impl_identity_repository {
                 ops: &[$crate::store::BatchOp],
             ) -> $crate::store::StoreResult<Vec<$crate::store::BatchOutcome>> {
                 use $crate::store::{BatchOp, BatchOutcome, InsertIdentityOutcome};
-                if let Some(outcomes) = self.commit_tokens_at_once(ops).await? {
+                if let Some(outcomes) = self.commit_at_once(ops).await? {
                     return Ok(outcomes);
                 }
                 let mut tx = self.begin_write().await?;
@@ -336,11 +332,7 @@ macro_rules! impl_identity_repository {
                     let watermarks = self.mark_identities(&mut *tx, &marks).await?;
                     for (index, m) in &marks {
                         if let Some(&watermark) = watermarks.get(&(m.id.tenant().as_uuid(), m.id.local())) {
-                            marked.insert(*index, $crate::store::RevocationMark {
-                                identity: m.id,
-                                tokens_revoked_before: $crate::domain::Timestamp::from_millis(watermark),
-                                deleted: m.delete,
-                            });
+                            marked.insert(*index, m.written(watermark));
                         }
                     }
                 } else {

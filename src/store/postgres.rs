@@ -313,12 +313,13 @@ impl PgStore {
         Ok(())
     }
 
-    /// Commits a batch of token issues in one statement and no transaction around it: one
-    /// round trip instead of four, and the chain heads held only while the statement ends and
-    /// commits. `None` when the batch is not such a batch or the statement refused it (a
-    /// record refused, a tenant without a chain); nothing of it was written then, and the
-    /// batch goes the general way.
-    pub(super) async fn commit_tokens_at_once(
+    /// Commits a batch made only of token issues (`ISSUE_AT_ONCE`), or only of revocations and
+    /// deletions of distinct identities (`MARK_AT_ONCE`), in one statement and no transaction
+    /// around it: one round trip instead of four to seven, and the chain heads held only while
+    /// the statement ends and commits. `None` when the batch is neither or the statement
+    /// refused it (an identity not live, a tenant without a chain); nothing of it was written
+    /// then, and the batch goes the general way.
+    pub(super) async fn commit_at_once(
         &self,
         ops: &[BatchOp],
     ) -> Result<Option<Vec<BatchOutcome>>, StoreError> {
@@ -329,14 +330,26 @@ impl PgStore {
                 _ => None,
             })
             .collect();
-        if issues.is_empty() || issues.len() != ops.len() {
+        let marks: Vec<&MarkIdentity> = ops
+            .iter()
+            .filter_map(|op| match op {
+                BatchOp::MarkIdentity(mark) => Some(mark),
+                _ => None,
+            })
+            .collect();
+        let outcome = if !issues.is_empty() && issues.len() == ops.len() {
+            self.issue_at_once(&issues).await
+        } else if !marks.is_empty() && marks.len() == ops.len() {
+            let distinct: HashSet<_> = marks.iter().map(|m| m.id).collect();
+            if distinct.len() != marks.len() {
+                return Ok(None);
+            }
+            self.mark_at_once(&marks).await
+        } else {
             return Ok(None);
-        }
-        let events: Vec<&AuditEvent> = issues.iter().map(|i| &i.event).collect();
-        let records: Vec<&TokenRecord> = issues.iter().map(|i| &i.record).collect();
-        let query = bind_unlinked(sqlx::query(self.replanned(ISSUE_AT_ONCE)), &events);
-        match bind_tokens(query, &records).execute(&self.pool).await {
-            Ok(_) => Ok(Some(vec![BatchOutcome::Issued(true); ops.len()])),
+        };
+        match outcome {
+            Ok(outcomes) => Ok(Some(outcomes)),
             Err(sqlx::Error::Database(error))
                 if matches!(
                     error.code().as_deref(),
@@ -347,6 +360,50 @@ impl PgStore {
             }
             Err(error) => Err(error.into()),
         }
+    }
+
+    async fn issue_at_once(
+        &self,
+        issues: &[&TokenIssue],
+    ) -> Result<Vec<BatchOutcome>, sqlx::Error> {
+        let events: Vec<&AuditEvent> = issues.iter().map(|i| &i.event).collect();
+        let records: Vec<&TokenRecord> = issues.iter().map(|i| &i.record).collect();
+        let query = bind_unlinked(sqlx::query(self.replanned(ISSUE_AT_ONCE)), &events);
+        bind_tokens(query, &records).execute(&self.pool).await?;
+        Ok(vec![BatchOutcome::Issued(true); issues.len()])
+    }
+
+    async fn mark_at_once(
+        &self,
+        marks: &[&MarkIdentity],
+    ) -> Result<Vec<BatchOutcome>, sqlx::Error> {
+        let events: Vec<&AuditEvent> = marks.iter().map(|m| &m.event).collect();
+        let query = bind_unlinked(sqlx::query(self.replanned(MARK_AT_ONCE)), &events);
+        let (_, tenants, identities, revoked_before): (i32, Vec<Uuid>, Vec<Uuid>, Vec<i64>) =
+            bind_marks(query, marks)
+                .bind(super::IDENTITY_CHANGES_KEPT)
+                .try_map(|row: sqlx::postgres::PgRow| {
+                    Ok((
+                        row.try_get(0)?,
+                        row.try_get(1)?,
+                        row.try_get(2)?,
+                        row.try_get(3)?,
+                    ))
+                })
+                .fetch_one(&self.pool)
+                .await?;
+        let watermarks: HashMap<(Uuid, Uuid), i64> = tenants
+            .into_iter()
+            .zip(identities)
+            .zip(revoked_before)
+            .collect();
+        Ok(marks
+            .iter()
+            .map(|m| {
+                let watermark = watermarks.get(&(m.id.tenant().as_uuid(), m.id.local()));
+                BatchOutcome::Marked(watermark.map(|&w| m.written(w)))
+            })
+            .collect())
     }
 
     /// PostgreSQL's planner picks the identity index by itself.
@@ -576,6 +633,17 @@ fn bind_tokens<'q>(query: PgQuery<'q>, records: &[&'q TokenRecord]) -> PgQuery<'
         .bind(millis(|r| r.expires_at.millis()))
 }
 
+/// `query` with `marks` bound as its next four parameters, one array per column (tenant,
+/// identity, at, delete), as `mark_identities_ctes!` reads them.
+fn bind_marks<'q>(query: PgQuery<'q>, marks: &[&MarkIdentity]) -> PgQuery<'q> {
+    let column = |f: fn(&MarkIdentity) -> Uuid| marks.iter().map(|m| f(m)).collect::<Vec<_>>();
+    query
+        .bind(column(|m| m.id.tenant().as_uuid()))
+        .bind(column(|m| m.id.local()))
+        .bind(marks.iter().map(|m| m.at.millis()).collect::<Vec<_>>())
+        .bind(marks.iter().map(|m| m.delete).collect::<Vec<_>>())
+}
+
 /// 0 below 1024 identities written, then one more each time they double.
 fn plan_generation(identities_written: u64) -> u32 {
     (identities_written >> 10)
@@ -583,26 +651,83 @@ fn plan_generation(identities_written: u64) -> u32 {
         .map_or(0, |g| g + 1)
 }
 
-/// Revokes or deletes the batch's identities in one statement (each at most once); the
-/// watermark only moves forward, and an identity already deleted is left alone. The rows are
-/// locked first, in key order (`lock_identities_sql!`), when the batch did not lock them
-/// already: a batch of marks alone saves that round trip.
-const MARK_IDENTITIES: &str = concat!(
-    "
-WITH m AS (
-    SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::bool[])
-        AS m (tenant_id, identity_id, at, del)
+/// The CTEs (for a `WITH`) that revoke or delete a batch's identities (each at most once),
+/// given the four parameters that hold the marks as parallel arrays (tenant, identity, at,
+/// delete): the watermark only moves forward, and an identity already deleted is left alone.
+/// The rows are locked first, in key order (`lock_identities_sql!`), when the batch did not
+/// lock them already: a batch of marks alone saves that round trip. `marked` returns each
+/// identity marked with its new watermark and its mark's place in the batch (`n`, from 1).
+macro_rules! mark_identities_ctes {
+    ($t:literal, $i:literal, $at:literal, $del:literal) => {
+        concat!(
+            "m AS (
+    SELECT * FROM UNNEST(",
+            $t,
+            "::uuid[], ",
+            $i,
+            "::uuid[], ",
+            $at,
+            "::int8[], ",
+            $del,
+            "::bool[]) WITH ORDINALITY
+        AS m (tenant_id, identity_id, at, del, n)
 ), locked AS MATERIALIZED (",
-    lock_identities_sql!("SELECT tenant_id, identity_id FROM m"),
+            lock_identities_sql!("SELECT tenant_id, identity_id FROM m"),
+            "
+), marked AS (
+    UPDATE identities i
+       SET deleted_at = CASE WHEN m.del THEN m.at ELSE i.deleted_at END,
+           external_id = CASE WHEN m.del THEN NULL ELSE i.external_id END,
+           tokens_revoked_before = GREATEST(COALESCE(i.tokens_revoked_before, m.at), m.at)
+      FROM m JOIN locked USING (tenant_id, identity_id)
+     WHERE i.tenant_id = m.tenant_id AND i.identity_id = m.identity_id AND i.deleted_at IS NULL
+    RETURNING i.tenant_id, i.identity_id, i.tokens_revoked_before, m.n, m.del, m.at
+)"
+        )
+    };
+}
+
+/// Revokes or deletes the batch's identities in one statement (`mark_identities_ctes!`).
+const MARK_IDENTITIES: &str = concat!(
+    "WITH ",
+    mark_identities_ctes!("$1", "$2", "$3", "$4"),
+    "\nSELECT tenant_id, identity_id, tokens_revoked_before FROM marked"
+);
+
+/// A batch of revocations and deletions (no identity twice) as one statement, committed on its
+/// own, as `ISSUE_AT_ONCE` does for token issues: the marks, their entries in the identity
+/// change log (numbered in the order of the batch from the log's head, which `change_head`
+/// moves once for the batch, and the entries pushed out of the kept window, `$17`, dropped by
+/// exact range), their events and the moved chain heads. The division fails the whole
+/// statement, leaving nothing of it, when an identity was not live (its mark writes nothing and
+/// has no event) or a tenant has no chain yet; the batch then goes the general way. Locks in
+/// the order every write takes them: the identity rows (`locked`), the change log's head once
+/// `marked` is done (its `SET` reads it), the chain heads once the change log's head is held.
+/// One row whatever was marked, so the division is always evaluated (over a join to `marked`,
+/// PostgreSQL skips an expression no row of an empty `marked` reaches); the identities marked
+/// and their watermarks come as arrays.
+const MARK_AT_ONCE: &str = concat!(
+    "WITH RECURSIVE ",
+    mark_identities_ctes!("$13", "$14", "$15", "$16"),
+    ", change_head AS (
+    UPDATE identity_change_head SET seq = seq + (SELECT count(*) FROM marked) WHERE id = 1
+    RETURNING seq, seq - (SELECT count(*) FROM marked) AS before
+), changes AS (
+    INSERT INTO identity_changes (seq, tenant_id, identity_id, tokens_revoked_before, deleted, changed_at)
+    SELECT h.before + row_number() OVER (ORDER BY mk.n), mk.tenant_id, mk.identity_id,
+           mk.tokens_revoked_before, mk.del, mk.at
+      FROM marked mk CROSS JOIN change_head h
+), pruned AS (
+    DELETE FROM identity_changes c USING change_head h
+     WHERE c.seq > h.before - $17 AND c.seq <= h.seq - $17
+), ",
+    link_events_ctes!("AND (SELECT count(*) FROM change_head) >= 0"),
     "
-)
-UPDATE identities i
-   SET deleted_at = CASE WHEN m.del THEN m.at ELSE i.deleted_at END,
-       external_id = CASE WHEN m.del THEN NULL ELSE i.external_id END,
-       tokens_revoked_before = GREATEST(COALESCE(i.tokens_revoked_before, m.at), m.at)
-  FROM m JOIN locked USING (tenant_id, identity_id)
- WHERE i.tenant_id = m.tenant_id AND i.identity_id = m.identity_id AND i.deleted_at IS NULL
-RETURNING i.tenant_id, i.identity_id, i.tokens_revoked_before"
+SELECT 1 / CASE WHEN count(*) = cardinality($13::uuid[])
+                 AND (SELECT count(*) FROM head) = (SELECT count(*) FROM batch)
+                THEN 1 ELSE 0 END,
+       array_agg(tenant_id), array_agg(identity_id), array_agg(tokens_revoked_before)
+  FROM marked"
 );
 
 const INSERT_IDENTITY_CHANGES: &str = "
@@ -619,15 +744,14 @@ impl PgStore {
         if marks.is_empty() {
             return Ok(HashMap::new());
         }
-        let column =
-            |f: fn(&MarkIdentity) -> Uuid| marks.iter().map(|(_, m)| f(m)).collect::<Vec<_>>();
-        let rows: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(self.replanned(MARK_IDENTITIES))
-            .bind(column(|m| m.id.tenant().as_uuid()))
-            .bind(column(|m| m.id.local()))
-            .bind(marks.iter().map(|(_, m)| m.at.millis()).collect::<Vec<_>>())
-            .bind(marks.iter().map(|(_, m)| m.delete).collect::<Vec<_>>())
-            .fetch_all(conn)
-            .await?;
+        let marks: Vec<&MarkIdentity> = marks.iter().map(|(_, m)| *m).collect();
+        let rows: Vec<(Uuid, Uuid, i64)> =
+            bind_marks(sqlx::query(self.replanned(MARK_IDENTITIES)), &marks)
+                .try_map(|row: sqlx::postgres::PgRow| {
+                    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+                })
+                .fetch_all(conn)
+                .await?;
         Ok(rows.into_iter().map(|(t, i, w)| ((t, i), w)).collect())
     }
 

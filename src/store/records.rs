@@ -131,6 +131,18 @@ pub struct MarkIdentity {
     pub event: AuditEvent,
 }
 
+impl MarkIdentity {
+    /// What this mark left once written: the identity's watermark as the database moved it
+    /// (`watermark`, in milliseconds; never backwards, so not always `at`).
+    pub fn written(&self, watermark: i64) -> RevocationMark {
+        RevocationMark {
+            identity: self.id,
+            tokens_revoked_before: Timestamp::from_millis(watermark),
+            deleted: self.delete,
+        }
+    }
+}
+
 /// One write of a group-committed batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BatchOp {

@@ -95,9 +95,9 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// SQLite has no shortcut for a batch of token issues: its transaction is already one
-    /// writer's, with no round trips.
-    async fn commit_tokens_at_once(
+    /// SQLite has no shortcut for a batch in one statement: its transaction is already one
+    /// writer's, with no network round trips.
+    async fn commit_at_once(
         &self,
         _ops: &[super::BatchOp],
     ) -> Result<Option<Vec<super::BatchOutcome>>, StoreError> {

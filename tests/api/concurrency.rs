@@ -324,6 +324,8 @@ async fn concurrent_creates_with_one_external_id_make_one_identity(backend: Back
 /// A batch's revocations and deletions are written by one statement when no identity is marked
 /// twice, and one after the other when one is; either way each mark gets the outcome it would
 /// have had alone, in the batch's order, and the change log and the trail follow that order.
+/// On PostgreSQL a batch of live identities only is also the whole transaction in that one
+/// statement (`MARK_AT_ONCE`), and one with an identity not live goes the general way.
 async fn marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time(backend: Backend) {
     use callsign::domain::audit::Operation;
     use callsign::domain::{IdentityId, Timestamp};
@@ -333,6 +335,8 @@ async fn marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time(back
     let revoked = server.default.new_identity().await;
     let deleted = server.default.new_identity().await;
     let twice = server.default.new_identity().await;
+    let live_deleted = server.default.new_identity().await;
+    let live_revoked = server.default.new_identity().await;
     let unknown = IdentityId::generate(IdentityId::parse(&revoked).expect("id").tenant());
     let (repo, _) = server.open_store().await;
     let mark = |id: &str, at: i64, delete: bool| {
@@ -357,7 +361,31 @@ async fn marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time(back
     };
     let now = Timestamp::now().millis();
 
-    // Distinct identities: one statement.
+    // Distinct live identities: the batch at once.
+    let outcomes = repo
+        .commit_batch(&[
+            mark(&live_deleted, now, true),
+            mark(&live_revoked, now - 1, false),
+        ])
+        .await
+        .expect("batch");
+    let got: Vec<_> = outcomes.iter().map(watermark).collect();
+    assert_eq!(got, [Some((now, true)), Some((now - 1, false))]);
+    let logged = repo.identity_changes_after(0, 10).await.expect("changes");
+    let logged: Vec<_> = logged
+        .iter()
+        .map(|c| (c.seq, c.mark.identity.to_string(), c.mark.deleted))
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            (1, live_deleted.clone(), true),
+            (2, live_revoked.clone(), false)
+        ],
+        "change log entries numbered in the batch's order"
+    );
+
+    // Distinct identities, one of them unknown: one statement.
     let outcomes = repo
         .commit_batch(&[
             mark(&revoked, now, false),
@@ -393,8 +421,10 @@ async fn marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time(back
     assert_eq!(got, [Some((now, false)), Some((now + 5, true)), None]);
     repo.close().await;
 
-    // Five marks took effect: five change-log entries, the deleted identities gone.
-    assert_eq!(server.count("identity_changes").await, 5);
+    // Seven marks took effect: seven change-log entries, the deleted identities gone.
+    assert_eq!(server.count("identity_changes").await, 7);
+    assert_eq!(server.default.get_identity(&live_deleted).await.status, 404);
+    assert_eq!(server.default.get_identity(&live_revoked).await.status, 200);
     assert_eq!(server.default.get_identity(&deleted).await.status, 404);
     assert_eq!(server.default.get_identity(&twice).await.status, 404);
     assert_eq!(server.default.get_identity(&revoked).await.status, 200);
