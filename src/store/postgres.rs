@@ -14,8 +14,9 @@ use uuid::Uuid;
 
 use super::migrate;
 use super::{
-    BatchOp, BatchOutcome, ChangeRow, Dialect, IdentityRecord, MarkIdentity, NewIdentity,
-    SeedRepository, StoreError, StoreResult, TokenIssue, TokenRecord, redact_url,
+    BatchOp, BatchOutcome, ChangeRow, CreateIdentity, Dialect, IdentityRecord,
+    InsertIdentityOutcome, MarkIdentity, NewIdentity, SeedRepository, StoreError, StoreResult,
+    TokenIssue, TokenRecord, redact_url,
 };
 use crate::domain::TenantId;
 use crate::domain::audit::{AuditEvent, ChainedEvent};
@@ -313,12 +314,13 @@ impl PgStore {
         Ok(())
     }
 
-    /// Commits a batch made only of token issues (`ISSUE_AT_ONCE`), or only of revocations and
-    /// deletions of distinct identities (`MARK_AT_ONCE`), in one statement and no transaction
-    /// around it: one round trip instead of four to seven, and the chain heads held only while
-    /// the statement ends and commits. `None` when the batch is neither or the statement
-    /// refused it (an identity not live, a tenant without a chain); nothing of it was written
-    /// then, and the batch goes the general way.
+    /// Commits a batch made only of token issues (`ISSUE_AT_ONCE`), only of new identities
+    /// (`CREATE_AT_ONCE`), or only of revocations and deletions of distinct identities
+    /// (`MARK_AT_ONCE`), in one statement and no transaction around it: one round trip instead
+    /// of four to seven, and the chain heads held only while the statement ends and commits.
+    /// `None` when the batch is none of these or the statement refused it (an identity not
+    /// live or not created, a tenant without a chain); nothing of it was written then, and the
+    /// batch goes the general way.
     pub(super) async fn commit_at_once(
         &self,
         ops: &[BatchOp],
@@ -337,8 +339,17 @@ impl PgStore {
                 _ => None,
             })
             .collect();
+        let creates: Vec<&CreateIdentity> = ops
+            .iter()
+            .filter_map(|op| match op {
+                BatchOp::CreateIdentity(create) => Some(create),
+                _ => None,
+            })
+            .collect();
         let outcome = if !issues.is_empty() && issues.len() == ops.len() {
             self.issue_at_once(&issues).await
+        } else if !creates.is_empty() && creates.len() == ops.len() {
+            self.create_at_once(&creates).await
         } else if !marks.is_empty() && marks.len() == ops.len() {
             let distinct: HashSet<_> = marks.iter().map(|m| m.id).collect();
             if distinct.len() != marks.len() {
@@ -371,6 +382,28 @@ impl PgStore {
         let query = bind_unlinked(sqlx::query(self.replanned(ISSUE_AT_ONCE)), &events);
         bind_tokens(query, &records).execute(&self.pool).await?;
         Ok(vec![BatchOutcome::Issued(true); issues.len()])
+    }
+
+    async fn create_at_once(
+        &self,
+        creates: &[&CreateIdentity],
+    ) -> Result<Vec<BatchOutcome>, sqlx::Error> {
+        let events: Vec<&AuditEvent> = creates.iter().flat_map(|c| &c.events).collect();
+        let identities = creates
+            .iter()
+            .map(|c| (&c.identity, c.token.as_ref().map(|t| t.issued_at.millis())))
+            .collect();
+        let records: Vec<&TokenRecord> = creates.iter().filter_map(|c| c.token.as_ref()).collect();
+        let query = bind_unlinked(sqlx::query(CREATE_AT_ONCE), &events);
+        bind_tokens(bind_identities(query, identities), &records)
+            .execute(&self.pool)
+            .await?;
+        self.identities_written
+            .fetch_add(creates.len() as u64, Ordering::Relaxed);
+        Ok(vec![
+            BatchOutcome::Created(InsertIdentityOutcome::Inserted);
+            creates.len()
+        ])
     }
 
     async fn mark_at_once(
@@ -498,25 +531,67 @@ impl PgStore {
     }
 }
 
-/// New identities in one statement, in the order given; an external id already taken in the
-/// tenant (or taken earlier in the same batch) skips the row, and so does a tenant deleted
-/// since its request was admitted (by another instance): `live` share-locks the tenants that
-/// still exist, in key order, as the foreign key check would (so a deletion waits for the
-/// batch, or the batch skips what it deleted), instead of failing the whole batch on the key.
-const INSERT_IDENTITIES: &str = "
-WITH live AS (
-    SELECT tenant_id FROM tenants WHERE tenant_id = ANY($1::uuid[])
+/// The CTEs (for a `WITH`) that insert new identities in the order given, given the five
+/// parameters that hold them as parallel arrays (tenant, identity, external id, created at,
+/// last token issued at); `created` returns the (tenant, identity) pairs written. An external
+/// id already taken in the tenant (or taken earlier in the same batch) skips the row, and so
+/// does a tenant deleted since its request was admitted (by another instance): `live`
+/// share-locks the tenants that still exist, in key order, as the foreign key check would (so
+/// a deletion waits for the batch, or the batch skips what it deleted), instead of failing the
+/// whole batch on the key.
+macro_rules! insert_identities_ctes {
+    ($t:literal, $i:literal, $ext:literal, $at:literal, $last:literal) => {
+        concat!(
+            "live AS (
+    SELECT tenant_id FROM tenants WHERE tenant_id = ANY(",
+            $t,
+            "::uuid[])
      ORDER BY tenant_id
        FOR KEY SHARE
-)
-INSERT INTO identities (tenant_id, identity_id, external_id, created_at)
-SELECT u.tenant_id, u.identity_id, u.external_id, u.created_at
-  FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[]) WITH ORDINALITY
-       AS u (tenant_id, identity_id, external_id, created_at, n)
- WHERE u.tenant_id IN (SELECT tenant_id FROM live)
- ORDER BY u.n
-ON CONFLICT DO NOTHING
-RETURNING tenant_id, identity_id";
+), created AS (
+    INSERT INTO identities (tenant_id, identity_id, external_id, created_at, last_token_issued_at)
+    SELECT u.tenant_id, u.identity_id, u.external_id, u.created_at, u.last_token_issued_at
+      FROM UNNEST(",
+            $t, "::uuid[], ", $i, "::uuid[], ", $ext, "::text[], ", $at, "::int8[], ", $last,
+            "::int8[]) WITH ORDINALITY
+           AS u (tenant_id, identity_id, external_id, created_at, last_token_issued_at, n)
+     WHERE u.tenant_id IN (SELECT tenant_id FROM live)
+     ORDER BY u.n
+    ON CONFLICT DO NOTHING
+    RETURNING tenant_id, identity_id
+)"
+        )
+    };
+}
+
+/// New identities in one statement (`insert_identities_ctes!`).
+const INSERT_IDENTITIES: &str = concat!(
+    "WITH ",
+    insert_identities_ctes!("$1", "$2", "$3", "$4", "$5"),
+    "\nSELECT tenant_id, identity_id FROM created"
+);
+
+/// A batch of new identities (with or without a token each) as one statement, committed on its
+/// own, as `ISSUE_AT_ONCE` does for token issues: the identities (`$13`–`$17`, each with its
+/// token's time as `last_token_issued_at`: nothing else can have issued for an identity not
+/// yet committed), the token records (`$18`–`$23`, as `bind_tokens` binds them), the events
+/// and the moved chain heads. The division fails the whole statement, leaving nothing of it,
+/// when an identity was skipped (its external id taken, its tenant deleted: the general way
+/// answers those) or a tenant has no chain yet. Locks in the order every write takes them:
+/// the tenant rows, the new identities' index entries, the chain heads once `created` is done.
+const CREATE_AT_ONCE: &str = concat!(
+    "WITH RECURSIVE ",
+    insert_identities_ctes!("$13", "$14", "$15", "$16", "$17"),
+    ", tokens AS (
+    INSERT INTO issued_tokens (tenant_id, jti, identity_id, scopes, issued_at, expires_at)
+    SELECT * FROM UNNEST($18::uuid[], $19::uuid[], $20::uuid[], $21::text[], $22::int8[], $23::int8[])
+), ",
+    link_events_ctes!("AND (SELECT count(*) FROM created) >= 0"),
+    "
+SELECT 1 / CASE WHEN (SELECT count(*) FROM created) = cardinality($13::uuid[])
+                 AND (SELECT count(*) FROM head) = (SELECT count(*) FROM batch)
+                THEN 1 ELSE 0 END"
+);
 
 const LOCK_IDENTITIES: &str = lock_identities_sql!("SELECT * FROM UNNEST($1::uuid[], $2::uuid[])");
 
@@ -551,33 +626,14 @@ impl PgStore {
         if identities.is_empty() {
             return Ok(HashSet::new());
         }
-        // In external-id order, so that two instances inserting the same external ids wait
-        // on each other's (unique index) entries in one order; stable, so that of two creates
-        // of one external id in the batch the first still wins.
-        let mut identities = identities.to_vec();
-        identities.sort_by_key(|i| (i.id.tenant(), i.external_id.as_deref()));
-        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(INSERT_IDENTITIES)
-            .bind(
-                identities
-                    .iter()
-                    .map(|i| i.id.tenant().as_uuid())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(identities.iter().map(|i| i.id.local()).collect::<Vec<_>>())
-            .bind(
-                identities
-                    .iter()
-                    .map(|i| i.external_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                identities
-                    .iter()
-                    .map(|i| i.created_at.millis())
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_all(conn)
-            .await?;
+        // The batch's token statement moves `last_token_issued_at` of those with a token.
+        let rows: Vec<(Uuid, Uuid)> = bind_identities(
+            sqlx::query(INSERT_IDENTITIES),
+            identities.iter().map(|i| (*i, None)).collect(),
+        )
+        .try_map(|row: sqlx::postgres::PgRow| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .fetch_all(conn)
+        .await?;
         self.identities_written
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
         Ok(rows.into_iter().collect())
@@ -616,6 +672,39 @@ impl PgStore {
             .await?;
         rows.iter().map(|row| row.try_get::<Uuid, _>(0)).collect()
     }
+}
+
+/// `query` with new identities bound as its next five parameters, one array per column
+/// (tenant, identity, external id, created at, last token issued at), as
+/// `insert_identities_ctes!` reads them: each identity with the time of the token issued with
+/// it, if any, and in external-id order within each tenant, so that two instances inserting
+/// the same external ids wait on each other's (unique index) entries in one order. Stable, so
+/// that of two creates of one external id in the batch the first still wins.
+fn bind_identities<'q>(
+    query: PgQuery<'q>,
+    mut identities: Vec<(&NewIdentity, Option<i64>)>,
+) -> PgQuery<'q> {
+    identities.sort_by(|(a, _), (b, _)| {
+        (a.id.tenant(), a.external_id.as_deref()).cmp(&(b.id.tenant(), b.external_id.as_deref()))
+    });
+    let column =
+        |f: fn(&NewIdentity) -> Uuid| identities.iter().map(|(i, _)| f(i)).collect::<Vec<_>>();
+    query
+        .bind(column(|i| i.id.tenant().as_uuid()))
+        .bind(column(|i| i.id.local()))
+        .bind(
+            identities
+                .iter()
+                .map(|(i, _)| i.external_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            identities
+                .iter()
+                .map(|(i, _)| i.created_at.millis())
+                .collect::<Vec<_>>(),
+        )
+        .bind(identities.iter().map(|(_, last)| *last).collect::<Vec<_>>())
 }
 
 /// `query` with `records` bound as its next six parameters, one array per column (tenant,

@@ -232,6 +232,24 @@ async fn get_identity_reports_external_id_and_last_token_issued_at(backend: Back
     let last = time::OffsetDateTime::parse(last, &time::format_description::well_known::Rfc3339)
         .expect("RFC 3339");
     assert_eq!(last.unix_timestamp(), claims["iat"].as_i64().expect("iat"));
+
+    // An identity created with a token has issued one already.
+    let created = server
+        .default
+        .create_identity(json!({"createTokenWithScopes": ["chat"]}))
+        .await;
+    let (_, claims) = jwt_parts(
+        created.body["accessToken"]["token"]
+            .as_str()
+            .expect("token"),
+    );
+    let got = server.default.get_identity(&created.identity_id()).await;
+    let last = got.body["lastTokenIssuedAt"]
+        .as_str()
+        .expect("lastTokenIssuedAt");
+    let last = time::OffsetDateTime::parse(last, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339");
+    assert_eq!(last.unix_timestamp(), claims["iat"].as_i64().expect("iat"));
 }
 
 async fn revoke_answers_204_and_keeps_the_identity(backend: Backend) {
