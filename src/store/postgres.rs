@@ -271,6 +271,18 @@ const DEADLOCK_DETECTED: &str = "40P01";
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
+/// What `kind` picks out of every one of `ops`; `None` when `ops` is empty or `kind` does not
+/// match one of them.
+fn all_of<'a, T>(
+    ops: &'a [BatchOp],
+    kind: impl Fn(&'a BatchOp) -> Option<&'a T>,
+) -> Option<Vec<&'a T>> {
+    if ops.is_empty() {
+        return None;
+    }
+    ops.iter().map(kind).collect()
+}
+
 /// `query` with `events` bound as its next 12 parameters: their fields and the rest of the
 /// bytes each one's hash covers, each tenant's events together, as `link_events_ctes!` reads
 /// them.
@@ -325,36 +337,26 @@ impl PgStore {
         &self,
         ops: &[BatchOp],
     ) -> Result<Option<Vec<BatchOutcome>>, StoreError> {
-        let issues: Vec<&TokenIssue> = ops
-            .iter()
-            .filter_map(|op| match op {
-                BatchOp::IssueToken(issue) => Some(issue),
-                _ => None,
-            })
-            .collect();
-        let marks: Vec<&MarkIdentity> = ops
-            .iter()
-            .filter_map(|op| match op {
-                BatchOp::MarkIdentity(mark) => Some(mark),
-                _ => None,
-            })
-            .collect();
-        let creates: Vec<&CreateIdentity> = ops
-            .iter()
-            .filter_map(|op| match op {
-                BatchOp::CreateIdentity(create) => Some(create),
-                _ => None,
-            })
-            .collect();
-        let outcome = if !issues.is_empty() && issues.len() == ops.len() {
+        let issues = all_of(ops, |op| match op {
+            BatchOp::IssueToken(issue) => Some(issue),
+            _ => None,
+        });
+        let creates = all_of(ops, |op| match op {
+            BatchOp::CreateIdentity(create) => Some(create),
+            _ => None,
+        });
+        // No identity marked twice: one statement cannot update a row twice, and the second
+        // mark must see what the first did.
+        let marks = all_of(ops, |op| match op {
+            BatchOp::MarkIdentity(mark) => Some(mark),
+            _ => None,
+        })
+        .filter(|marks| marks.iter().map(|m| m.id).collect::<HashSet<_>>().len() == marks.len());
+        let outcome = if let Some(issues) = issues {
             self.issue_at_once(&issues).await
-        } else if !creates.is_empty() && creates.len() == ops.len() {
+        } else if let Some(creates) = creates {
             self.create_at_once(&creates).await
-        } else if !marks.is_empty() && marks.len() == ops.len() {
-            let distinct: HashSet<_> = marks.iter().map(|m| m.id).collect();
-            if distinct.len() != marks.len() {
-                return Ok(None);
-            }
+        } else if let Some(marks) = marks {
             self.mark_at_once(&marks).await
         } else {
             return Ok(None);
