@@ -224,26 +224,21 @@ async fn get_identity_reports_external_id_and_last_token_issued_at(backend: Back
         .default
         .issue_token(&id, json!({"scopes": ["chat"]}))
         .await;
-    let (_, claims) = jwt_parts(issued.body["token"].as_str().expect("token"));
-    let after = server.default.get_identity(&id).await;
-    let last = after.body["lastTokenIssuedAt"]
-        .as_str()
-        .expect("lastTokenIssuedAt");
-    let last = time::OffsetDateTime::parse(last, &time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339");
-    assert_eq!(last.unix_timestamp(), claims["iat"].as_i64().expect("iat"));
+    assert_last_token_issued_at_is_iat_of(&server, &id, issued.body["token"].as_str()).await;
 
     // An identity created with a token has issued one already.
     let created = server
         .default
         .create_identity(json!({"createTokenWithScopes": ["chat"]}))
         .await;
-    let (_, claims) = jwt_parts(
-        created.body["accessToken"]["token"]
-            .as_str()
-            .expect("token"),
-    );
-    let got = server.default.get_identity(&created.identity_id()).await;
+    let token = created.body["accessToken"]["token"].as_str();
+    assert_last_token_issued_at_is_iat_of(&server, &created.identity_id(), token).await;
+}
+
+/// Asserts that the identity `id` reports `token`'s `iat` as its `lastTokenIssuedAt`.
+async fn assert_last_token_issued_at_is_iat_of(server: &TestServer, id: &str, token: Option<&str>) {
+    let (_, claims) = jwt_parts(token.expect("token"));
+    let got = server.default.get_identity(id).await;
     let last = got.body["lastTokenIssuedAt"]
         .as_str()
         .expect("lastTokenIssuedAt");
