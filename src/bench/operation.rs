@@ -46,12 +46,31 @@ pub enum Operation {
     Revoke,
     /// `DELETE /identities/{id}`, each request a different, freshly created identity.
     Delete,
+    /// The writes of a live deployment at once, interleaved in every connection's sequence
+    /// (`MIXED_WRITES`): token issues, new identities with and without a token, revocations.
+    /// One writer commits whatever is waiting, so its batches hold every kind together.
+    MixedWrites,
 }
+
+/// One round of `mixed-writes`, repeated over its identities: mostly token issues (a token
+/// each time an end user opens a chat or joins a call), some new identities, a revocation.
+pub const MIXED_WRITES: [Operation; 10] = [
+    Operation::IssueToken,
+    Operation::CreateIdentity,
+    Operation::IssueToken,
+    Operation::Revoke,
+    Operation::IssueToken,
+    Operation::CreateIdentityWithToken,
+    Operation::IssueToken,
+    Operation::CreateIdentity,
+    Operation::IssueToken,
+    Operation::IssueToken,
+];
 
 impl Operation {
     /// Every operation, in the order a run measures them by default: reads and issues first,
     /// then what revokes and deletes.
-    pub const ALL: [Operation; 9] = [
+    pub const ALL: [Operation; 10] = [
         Operation::CreateIdentity,
         Operation::CreateIdentityWithToken,
         Operation::IssueToken,
@@ -61,6 +80,7 @@ impl Operation {
         Operation::AuditQuery,
         Operation::Revoke,
         Operation::Delete,
+        Operation::MixedWrites,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +94,7 @@ impl Operation {
             Operation::AuditQuery => "audit-query",
             Operation::Revoke => "revoke",
             Operation::Delete => "delete",
+            Operation::MixedWrites => "mixed-writes",
         }
     }
 

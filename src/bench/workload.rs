@@ -214,6 +214,12 @@ impl Session<'_> {
                         .collect::<anyhow::Result<_>>()?,
                 )
             }
+            Operation::MixedWrites => {
+                let issued_to = self.stable_ids().await?.to_vec();
+                // Revoked identities of its own, as `revoke` has.
+                let revoked = self.create_identities(issued_to.len()).await?;
+                Source::Cycle(mixed_writes(&issued_to, &revoked)?)
+            }
         }))
     }
 
@@ -304,6 +310,24 @@ impl Session<'_> {
     }
 }
 
+/// `MIXED_WRITES` once for each of `issued_to` (the identities tokens are issued to) and
+/// `revoked` (as many, whose tokens are revoked), in that order.
+fn mixed_writes(issued_to: &[String], revoked: &[String]) -> anyhow::Result<Vec<Prepared>> {
+    let mut requests = Vec::with_capacity(issued_to.len() * operation::MIXED_WRITES.len());
+    for (issued_to, revoked) in issued_to.iter().zip(revoked) {
+        for op in operation::MIXED_WRITES {
+            requests.push(match op {
+                Operation::IssueToken => operation::issue_token(issued_to)?,
+                Operation::Revoke => operation::revoke(revoked)?,
+                Operation::CreateIdentity => operation::create_identity(false)?,
+                Operation::CreateIdentityWithToken => operation::create_identity(true)?,
+                other => bail!("{} is not one of the mixed writes", other.name()),
+            });
+        }
+    }
+    Ok(requests)
+}
+
 /// A string at `path` in a JSON body.
 fn field(body: &Bytes, path: &[&str]) -> anyhow::Result<String> {
     let value: serde_json::Value = serde_json::from_slice(body)
@@ -315,4 +339,29 @@ fn field(body: &Bytes, path: &[&str]) -> anyhow::Result<String> {
     at.as_str()
         .map(str::to_owned)
         .with_context(|| format!("no {} in {}", path.join("."), excerpt(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixed_writes_repeat_the_round_for_every_identity() {
+        let issued_to = ["8:acs:t_a".to_owned(), "8:acs:t_b".to_owned()];
+        let revoked = ["8:acs:t_r".to_owned(), "8:acs:t_s".to_owned()];
+        let requests = mixed_writes(&issued_to, &revoked).expect("requests");
+        assert_eq!(requests.len(), 2 * operation::MIXED_WRITES.len());
+        let paths: Vec<&str> = requests.iter().map(|r| r.path_and_query()).collect();
+        let count = |needle: &str| paths.iter().filter(|p| p.contains(needle)).count();
+        assert_eq!(count("t_a/:issueAccessToken"), 6);
+        assert_eq!(count("t_b/:issueAccessToken"), 6);
+        assert_eq!(count("t_r/:revokeAccessTokens"), 1);
+        assert_eq!(count("t_s/:revokeAccessTokens"), 1);
+        assert_eq!(count("/identities?"), 6);
+        let with_token = requests
+            .iter()
+            .filter(|r| r.body.starts_with(b"{\"createTokenWithScopes\""))
+            .count();
+        assert_eq!(with_token, 2);
+    }
 }
