@@ -15,6 +15,12 @@
 //! tenant's audit-chain head from its last statement to its commit. SQLite has one writer at a
 //! time, so it gets one writer task.
 //!
+//! Where the store commits a batch of one kind of write faster than a mixed one
+//! (`commits_kinds_apart`: PostgreSQL, where each kind is one statement), the writes collected
+//! are committed one kind at a time, in the order a mixed transaction writes them (new
+//! identities, token records, then revocations and deletions), each kind its own batch. The
+//! requests were all waiting at once, so any order of them is one they could have had.
+//!
 //! If a commit fails, every request in the batch gets the error and nothing of the batch is
 //! written. On shutdown the queue closes and the writers drain it before they stop.
 
@@ -87,29 +93,54 @@ async fn run(
     receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
     on_batch: BatchObserver,
 ) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    let kinds_apart = repo.commits_kinds_apart();
+    let mut collected: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     loop {
         // One writer collects at a time; it lets go of the queue as soon as it has a batch.
-        let collected = receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await;
-        if collected == 0 {
+        let count = receiver
+            .lock()
+            .await
+            .recv_many(&mut collected, MAX_BATCH)
+            .await;
+        if count == 0 {
             return;
         }
-        let ops: Vec<BatchOp> = batch.iter().map(|p| p.op.clone()).collect();
-        let started = Instant::now();
-        match repo.commit_batch(&ops).await {
-            Ok(outcomes) => {
-                on_batch(ops.len(), started.elapsed());
-                for (pending, outcome) in batch.drain(..).zip(outcomes) {
-                    // The requester may have gone away; its write is durable either way.
-                    let _ = pending.reply.send(Ok(outcome));
-                }
+        if kinds_apart {
+            // Stable: each kind's writes keep their order.
+            collected.sort_by_key(|p| p.op.kind());
+        }
+        while let Some(first) = collected.first() {
+            let kind = first.op.kind();
+            let len = match kinds_apart {
+                true => collected.iter().take_while(|p| p.op.kind() == kind).count(),
+                false => collected.len(),
+            };
+            commit(&*repo, collected.drain(..len), &on_batch).await;
+        }
+    }
+}
+
+/// Commits `batch` as one transaction and answers each of its requests.
+async fn commit(
+    repo: &dyn Repository,
+    batch: impl Iterator<Item = Pending>,
+    on_batch: &BatchObserver,
+) {
+    let (ops, replies): (Vec<BatchOp>, Vec<_>) = batch.map(|p| (p.op, p.reply)).unzip();
+    let started = Instant::now();
+    match repo.commit_batch(&ops).await {
+        Ok(outcomes) => {
+            on_batch(ops.len(), started.elapsed());
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // The requester may have gone away; its write is durable either way.
+                let _ = reply.send(Ok(outcome));
             }
-            Err(error) => {
-                tracing::error!(error = %error, writes = ops.len(), "batch commit failed");
-                let error = Arc::new(error);
-                for pending in batch.drain(..) {
-                    let _ = pending.reply.send(Err(error.clone()));
-                }
+        }
+        Err(error) => {
+            tracing::error!(error = %error, writes = ops.len(), "batch commit failed");
+            let error = Arc::new(error);
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }

@@ -58,6 +58,11 @@ pub trait IdentityRepository: Send + Sync + 'static {
     ///
     /// Either the whole batch commits or none of it does.
     async fn commit_batch(&self, ops: &[BatchOp]) -> StoreResult<Vec<BatchOutcome>>;
+
+    /// Whether a batch that mixes kinds of write ([`BatchOp::kind`]) commits faster as one
+    /// batch per kind than as one: true where a batch of one kind is one statement and a mixed
+    /// one a transaction of several round trips.
+    fn commits_kinds_apart(&self) -> bool;
 }
 
 /// Implements [`IdentityRepository`] for a store (see `impl_repository!`).
@@ -260,6 +265,10 @@ macro_rules! impl_identity_repository {
                     });
                 }
                 Ok(changes)
+            }
+
+            fn commits_kinds_apart(&self) -> bool {
+                Self::COMMITS_KINDS_APART
             }
 
             async fn commit_batch(

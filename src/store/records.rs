@@ -151,7 +151,24 @@ pub enum BatchOp {
     MarkIdentity(MarkIdentity),
 }
 
+/// The kinds of batch write, in the order a transaction holding several writes them (new
+/// identities, then token records, then the marks that must cover those records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BatchKind {
+    Create,
+    Issue,
+    Mark,
+}
+
 impl BatchOp {
+    pub fn kind(&self) -> BatchKind {
+        match self {
+            BatchOp::CreateIdentity(_) => BatchKind::Create,
+            BatchOp::IssueToken(_) => BatchKind::Issue,
+            BatchOp::MarkIdentity(_) => BatchKind::Mark,
+        }
+    }
+
     pub fn tenant(&self) -> TenantId {
         match self {
             BatchOp::CreateIdentity(c) => c.identity.id.tenant(),

@@ -104,6 +104,10 @@ impl SqliteStore {
         Ok(None)
     }
 
+    /// A mixed batch is one transaction of statements on SQLite's own thread, and one fsync:
+    /// splitting it would add fsyncs and save nothing.
+    const COMMITS_KINDS_APART: bool = false;
+
     /// One identity's events through its index. Without statistics SQLite prefers to walk
     /// the primary key in `seq` order (to skip a sort) and filter, which reads the whole
     /// trail of the tenant.
