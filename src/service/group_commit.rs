@@ -15,11 +15,12 @@
 //! tenant's audit-chain head from its last statement to its commit. SQLite has one writer at a
 //! time, so it gets one writer task.
 //!
-//! Where the store commits a batch of one kind of write faster than a mixed one
-//! (`commits_kinds_apart`: PostgreSQL, where each kind is one statement), the writes collected
-//! are committed one kind at a time, in the order a mixed transaction writes them (new
-//! identities, token records, then revocations and deletions), each kind its own batch. The
-//! requests were all waiting at once, so any order of them is one they could have had.
+//! The store says which kinds of write commit together (`commit_group`): on PostgreSQL a batch
+//! of new identities and token issues is one statement and one with revocations too a
+//! transaction of several round trips, so what the writer collected is committed as one batch
+//! per group, in the groups' order (new identities and token records, then revocations and
+//! deletions, the order a mixed transaction writes them). The requests were all waiting at
+//! once, so any order of them is one they could have had.
 //!
 //! If a commit fails, every request in the batch gets the error and nothing of the batch is
 //! written. On shutdown the queue closes and the writers drain it before they stop.
@@ -93,7 +94,6 @@ async fn run(
     receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
     on_batch: BatchObserver,
 ) {
-    let kinds_apart = repo.commits_kinds_apart();
     let mut collected: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     loop {
         // One writer collects at a time; it lets go of the queue as soon as it has a batch.
@@ -105,16 +105,14 @@ async fn run(
         if count == 0 {
             return;
         }
-        if kinds_apart {
-            // Stable: each kind's writes keep their order.
-            collected.sort_by_key(|p| p.op.kind());
-        }
+        // Stable: each group's writes keep their order.
+        collected.sort_by_key(|p| repo.commit_group(p.op.kind()));
         while let Some(first) = collected.first() {
-            let kind = first.op.kind();
-            let len = match kinds_apart {
-                true => collected.iter().take_while(|p| p.op.kind() == kind).count(),
-                false => collected.len(),
-            };
+            let group = repo.commit_group(first.op.kind());
+            let len = collected
+                .iter()
+                .take_while(|p| repo.commit_group(p.op.kind()) == group)
+                .count();
             commit(&*repo, collected.drain(..len), &on_batch).await;
         }
     }

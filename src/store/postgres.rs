@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::migrate;
 use super::{
-    BatchOp, BatchOutcome, ChangeRow, CreateIdentity, Dialect, IdentityRecord,
+    BatchKind, BatchOp, BatchOutcome, ChangeRow, CreateIdentity, Dialect, IdentityRecord,
     InsertIdentityOutcome, MarkIdentity, NewIdentity, SeedRepository, StoreError, StoreResult,
     TokenIssue, TokenRecord, redact_url,
 };
@@ -48,15 +48,16 @@ impl PgStore {
     }
 }
 
-/// Selects and locks the live identities whose (tenant, identity) pairs `$pairs` (a query)
-/// yields, in key order (`LockRows` runs above the sort) whatever order it yields them in.
+/// Selects and locks the live identities whose (tenant, identity) pairs `$pairs` (a query,
+/// in pieces) yields, in key order (`LockRows` runs above the sort) whatever order it yields
+/// them in.
 macro_rules! lock_identities_sql {
-    ($pairs:literal) => {
+    ($($pairs:literal),+) => {
         concat!(
             "
 SELECT i.tenant_id, i.identity_id FROM identities i
  WHERE (i.tenant_id, i.identity_id) IN (",
-            $pairs,
+            $($pairs,)+
             ")
    AND i.deleted_at IS NULL
  ORDER BY i.tenant_id, i.identity_id
@@ -66,19 +67,20 @@ SELECT i.tenant_id, i.identity_id FROM identities i
 }
 
 /// The CTEs (for a `WITH`) that record a batch of tokens, given the six parameters that hold
-/// the records as parallel arrays (tenant, jti, identity, scopes, issued at, expires at):
-/// `locked` locks each live identity row in key order, as every other writer does (so a
-/// concurrent delete either happens before the batch and drops its records, or waits for
-/// it); the UPDATE moves the `last_token_issued_at` of those rows only, which this
-/// transaction holds already, so whatever order its plan meets them in it never waits; and
-/// only records whose identity was updated are inserted (`written`, their jtis).
+/// the records as parallel arrays (tenant, jti, identity, scopes, issued at, expires at), and
+/// `$after`, a `WHERE` on the records that makes the locking wait for CTEs before it: `locked`
+/// locks each live identity row in key order, as every other writer does (so a concurrent
+/// delete either happens before the batch and drops its records, or waits for it); the
+/// UPDATE moves the `last_token_issued_at` of those rows only, which this transaction holds
+/// already, so whatever order its plan meets them in it never waits; and only records whose
+/// identity was updated are inserted (`written`, their jtis).
 ///
 /// Locking in the UPDATE itself would lock in the order of its plan: a nested loop over the
 /// sorted identities keeps key order, but a plan that scans the table (the one chosen while
 /// it is small) follows its physical order, and two writers meeting in two orders wait on
 /// each other until PostgreSQL aborts one.
 macro_rules! record_tokens_ctes {
-    ($t:literal, $j:literal, $i:literal, $s:literal, $at:literal, $exp:literal) => {
+    ($t:literal, $j:literal, $i:literal, $s:literal, $at:literal, $exp:literal, $after:literal) => {
         concat!(
             "input AS (
     SELECT * FROM UNNEST(",
@@ -86,7 +88,7 @@ macro_rules! record_tokens_ctes {
             "::int8[], ", $exp, "::int8[])
         AS t (tenant_id, jti, identity_id, scopes, issued_at, expires_at)
 ), locked AS MATERIALIZED (",
-            lock_identities_sql!("SELECT tenant_id, identity_id FROM input"),
+            lock_identities_sql!("SELECT tenant_id, identity_id FROM input", $after),
             "
 ), live AS (
     UPDATE identities i
@@ -109,7 +111,7 @@ macro_rules! record_tokens_ctes {
 /// Records a whole batch of tokens in one statement and one round trip.
 const INSERT_TOKEN_BATCH: &str = concat!(
     "WITH ",
-    record_tokens_ctes!("$1", "$2", "$3", "$4", "$5", "$6"),
+    record_tokens_ctes!("$1", "$2", "$3", "$4", "$5", "$6", ""),
     "\nSELECT jti FROM written"
 );
 
@@ -252,7 +254,7 @@ const APPEND_EVENTS: &str = concat!(
 /// locked before the heads, in the order every write takes its locks.
 const ISSUE_AT_ONCE: &str = concat!(
     "WITH RECURSIVE ",
-    record_tokens_ctes!("$13", "$14", "$15", "$16", "$17", "$18"),
+    record_tokens_ctes!("$13", "$14", "$15", "$16", "$17", "$18", ""),
     ", ",
     link_events_ctes!("AND (SELECT count(*) FROM written) >= 0"),
     "
@@ -270,18 +272,6 @@ const REFUSED_AT_ONCE: &str = "22012";
 const DEADLOCK_DETECTED: &str = "40P01";
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
-
-/// What `kind` picks out of every one of `ops`; `None` when `ops` is empty or `kind` does not
-/// match one of them.
-fn all_of<'a, T>(
-    ops: &'a [BatchOp],
-    kind: impl Fn(&'a BatchOp) -> Option<&'a T>,
-) -> Option<Vec<&'a T>> {
-    if ops.is_empty() {
-        return None;
-    }
-    ops.iter().map(kind).collect()
-}
 
 /// `query` with `events` bound as its next 12 parameters: their fields and the rest of the
 /// bytes each one's hash covers, each tenant's events together, as `link_events_ctes!` reads
@@ -327,39 +317,35 @@ impl PgStore {
     }
 
     /// Commits a batch made only of token issues (`ISSUE_AT_ONCE`), only of new identities
-    /// (`CREATE_AT_ONCE`), or only of revocations and deletions of distinct identities
-    /// (`MARK_AT_ONCE`), in one statement and no transaction around it: one round trip instead
-    /// of four to seven, and the chain heads held only while the statement ends and commits.
-    /// `None` when the batch is none of these or the statement refused it (an identity not
-    /// live or not created, a tenant without a chain); nothing of it was written then, and the
-    /// batch goes the general way.
+    /// (`CREATE_AT_ONCE`), of both (`CREATE_ISSUE_AT_ONCE`), or only of revocations and
+    /// deletions of distinct identities (`MARK_AT_ONCE`), in one statement and no transaction
+    /// around it: one round trip instead of four to nine, and the chain heads held only while
+    /// the statement ends and commits. `None` when the batch is none of these or the statement
+    /// refused it (an identity not live or not created, a tenant without a chain); nothing of
+    /// it was written then, and the batch goes the general way.
     pub(super) async fn commit_at_once(
         &self,
         ops: &[BatchOp],
     ) -> Result<Option<Vec<BatchOutcome>>, StoreError> {
-        let issues = all_of(ops, |op| match op {
-            BatchOp::IssueToken(issue) => Some(issue),
-            _ => None,
-        });
-        let creates = all_of(ops, |op| match op {
-            BatchOp::CreateIdentity(create) => Some(create),
-            _ => None,
-        });
+        let (mut creates, mut issues, mut marks) = (Vec::new(), Vec::new(), Vec::new());
+        for op in ops {
+            match op {
+                BatchOp::CreateIdentity(create) => creates.push(create),
+                BatchOp::IssueToken(issue) => issues.push(issue),
+                BatchOp::MarkIdentity(mark) => marks.push(mark),
+            }
+        }
         // No identity marked twice: one statement cannot update a row twice, and the second
-        // mark must see what the first did.
-        let marks = all_of(ops, |op| match op {
-            BatchOp::MarkIdentity(mark) => Some(mark),
-            _ => None,
-        })
-        .filter(|marks| marks.iter().map(|m| m.id).collect::<HashSet<_>>().len() == marks.len());
-        let outcome = if let Some(issues) = issues {
-            self.issue_at_once(&issues).await
-        } else if let Some(creates) = creates {
-            self.create_at_once(&creates).await
-        } else if let Some(marks) = marks {
-            self.mark_at_once(&marks).await
-        } else {
-            return Ok(None);
+        // mark must see what the first did. Marks with anything else would lock identity rows
+        // in two statements' worth of order: the general way locks them all first.
+        let distinct_marks =
+            marks.iter().map(|m| m.id).collect::<HashSet<_>>().len() == marks.len();
+        let outcome = match (creates.is_empty(), issues.is_empty(), marks.is_empty()) {
+            (true, false, true) => self.issue_at_once(&issues).await,
+            (false, true, true) => self.create_at_once(&creates).await,
+            (false, false, true) => self.create_issue_at_once(ops, &creates, &issues).await,
+            (true, true, false) if distinct_marks => self.mark_at_once(&marks).await,
+            _ => return Ok(None),
         };
         match outcome {
             Ok(outcomes) => Ok(Some(outcomes)),
@@ -391,13 +377,8 @@ impl PgStore {
         creates: &[&CreateIdentity],
     ) -> Result<Vec<BatchOutcome>, sqlx::Error> {
         let events: Vec<&AuditEvent> = creates.iter().flat_map(|c| &c.events).collect();
-        let identities = creates
-            .iter()
-            .map(|c| (&c.identity, c.token.as_ref().map(|t| t.issued_at.millis())))
-            .collect();
-        let records: Vec<&TokenRecord> = creates.iter().filter_map(|c| c.token.as_ref()).collect();
         let query = bind_unlinked(sqlx::query(CREATE_AT_ONCE), &events);
-        bind_tokens(bind_identities(query, identities), &records)
+        Self::bind_creates(query, creates)
             .execute(&self.pool)
             .await?;
         self.identities_written
@@ -406,6 +387,46 @@ impl PgStore {
             BatchOutcome::Created(InsertIdentityOutcome::Inserted);
             creates.len()
         ])
+    }
+
+    /// `ops` holds `creates` and `issues` and nothing else.
+    async fn create_issue_at_once(
+        &self,
+        ops: &[BatchOp],
+        creates: &[&CreateIdentity],
+        issues: &[&TokenIssue],
+    ) -> Result<Vec<BatchOutcome>, sqlx::Error> {
+        let events: Vec<&AuditEvent> = creates
+            .iter()
+            .flat_map(|c| &c.events)
+            .chain(issues.iter().map(|i| &i.event))
+            .collect();
+        let records: Vec<&TokenRecord> = issues.iter().map(|i| &i.record).collect();
+        let query = bind_unlinked(sqlx::query(self.replanned(CREATE_ISSUE_AT_ONCE)), &events);
+        bind_tokens(Self::bind_creates(query, creates), &records)
+            .execute(&self.pool)
+            .await?;
+        self.identities_written
+            .fetch_add(creates.len() as u64, Ordering::Relaxed);
+        Ok(ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::IssueToken(_) => BatchOutcome::Issued(true),
+                _ => BatchOutcome::Created(InsertIdentityOutcome::Inserted),
+            })
+            .collect())
+    }
+
+    /// `query` with `creates` bound as `create_at_once_ctes!` reads them: the identities, each
+    /// with its token's time as `last_token_issued_at` (nothing else can have issued for an
+    /// identity not yet committed), then the token records.
+    fn bind_creates<'q>(query: PgQuery<'q>, creates: &[&'q CreateIdentity]) -> PgQuery<'q> {
+        let identities = creates
+            .iter()
+            .map(|c| (&c.identity, c.token.as_ref().map(|t| t.issued_at.millis())))
+            .collect();
+        let records: Vec<&TokenRecord> = creates.iter().filter_map(|c| c.token.as_ref()).collect();
+        bind_tokens(bind_identities(query, identities), &records)
     }
 
     async fn mark_at_once(
@@ -441,9 +462,15 @@ impl PgStore {
             .collect())
     }
 
-    /// A batch of one kind is one statement (`commit_at_once`), a mixed one a transaction of
-    /// four to nine round trips: under mixed traffic, one statement per kind is the faster.
-    const COMMITS_KINDS_APART: bool = true;
+    /// New identities and token issues commit together in one statement (`commit_at_once`),
+    /// and revocations and deletions apart from them: with marks, a batch would be a
+    /// transaction of up to nine round trips.
+    fn commit_group_of(kind: BatchKind) -> u8 {
+        match kind {
+            BatchKind::Create | BatchKind::Issue => 0,
+            BatchKind::Mark => 1,
+        }
+    }
 
     /// PostgreSQL's planner picks the identity index by itself.
     const AUDIT_BY_IDENTITY: &'static str = "audit_events";
@@ -541,14 +568,14 @@ impl PgStore {
 /// parameters that hold them as parallel arrays (tenant, identity, external id, created at,
 /// last token issued at); `created` returns the (tenant, identity) pairs written. An external
 /// id already taken in the tenant (or taken earlier in the same batch) skips the row, and so
-/// does a tenant deleted since its request was admitted (by another instance): `live`
+/// does a tenant deleted since its request was admitted (by another instance): `tenants_live`
 /// share-locks the tenants that still exist, in key order, as the foreign key check would (so
 /// a deletion waits for the batch, or the batch skips what it deleted), instead of failing the
 /// whole batch on the key.
 macro_rules! insert_identities_ctes {
     ($t:literal, $i:literal, $ext:literal, $at:literal, $last:literal) => {
         concat!(
-            "live AS (
+            "tenants_live AS (
     SELECT tenant_id FROM tenants WHERE tenant_id = ANY(",
             $t,
             "::uuid[])
@@ -561,7 +588,7 @@ macro_rules! insert_identities_ctes {
             $t, "::uuid[], ", $i, "::uuid[], ", $ext, "::text[], ", $at, "::int8[], ", $last,
             "::int8[]) WITH ORDINALITY
            AS u (tenant_id, identity_id, external_id, created_at, last_token_issued_at, n)
-     WHERE u.tenant_id IN (SELECT tenant_id FROM live)
+     WHERE u.tenant_id IN (SELECT tenant_id FROM tenants_live)
      ORDER BY u.n
     ON CONFLICT DO NOTHING
     RETURNING tenant_id, identity_id
@@ -577,6 +604,19 @@ const INSERT_IDENTITIES: &str = concat!(
     "\nSELECT tenant_id, identity_id FROM created"
 );
 
+/// `CREATE_AT_ONCE`'s new identities (`$13`–`$17`) and their token records (`$18`–`$23`).
+macro_rules! create_at_once_ctes {
+    () => {
+        concat!(
+            insert_identities_ctes!("$13", "$14", "$15", "$16", "$17"),
+            ", tokens AS (
+    INSERT INTO issued_tokens (tenant_id, jti, identity_id, scopes, issued_at, expires_at)
+    SELECT * FROM UNNEST($18::uuid[], $19::uuid[], $20::uuid[], $21::text[], $22::int8[], $23::int8[])
+)"
+        )
+    };
+}
+
 /// A batch of new identities (with or without a token each) as one statement, committed on its
 /// own, as `ISSUE_AT_ONCE` does for token issues: the identities (`$13`–`$17`, each with its
 /// token's time as `last_token_issued_at`: nothing else can have issued for an identity not
@@ -587,14 +627,39 @@ const INSERT_IDENTITIES: &str = concat!(
 /// the tenant rows, the new identities' index entries, the chain heads once `created` is done.
 const CREATE_AT_ONCE: &str = concat!(
     "WITH RECURSIVE ",
-    insert_identities_ctes!("$13", "$14", "$15", "$16", "$17"),
-    ", tokens AS (
-    INSERT INTO issued_tokens (tenant_id, jti, identity_id, scopes, issued_at, expires_at)
-    SELECT * FROM UNNEST($18::uuid[], $19::uuid[], $20::uuid[], $21::text[], $22::int8[], $23::int8[])
-), ",
+    create_at_once_ctes!(),
+    ", ",
     link_events_ctes!("AND (SELECT count(*) FROM created) >= 0"),
     "
 SELECT 1 / CASE WHEN (SELECT count(*) FROM created) = cardinality($13::uuid[])
+                 AND (SELECT count(*) FROM head) = (SELECT count(*) FROM batch)
+                THEN 1 ELSE 0 END"
+);
+
+/// A batch of new identities and token issues for existing ones, the writes of live traffic
+/// but revocations, as one statement: `CREATE_AT_ONCE`'s CTEs and parameters, then
+/// `ISSUE_AT_ONCE`'s records as `$24`–`$29`. Refused, with nothing written, when either would
+/// refuse its part. The existing identities are locked once `created` is done (the tenant
+/// rows and the new identities first, as every write takes them), the chain heads once the
+/// records are written.
+const CREATE_ISSUE_AT_ONCE: &str = concat!(
+    "WITH RECURSIVE ",
+    create_at_once_ctes!(),
+    ", ",
+    record_tokens_ctes!(
+        "$24",
+        "$25",
+        "$26",
+        "$27",
+        "$28",
+        "$29",
+        " WHERE (SELECT count(*) FROM created) >= 0"
+    ),
+    ", ",
+    link_events_ctes!("AND (SELECT count(*) FROM written) >= 0"),
+    "
+SELECT 1 / CASE WHEN (SELECT count(*) FROM created) = cardinality($13::uuid[])
+                 AND (SELECT count(*) FROM written) = cardinality($24::uuid[])
                  AND (SELECT count(*) FROM head) = (SELECT count(*) FROM batch)
                 THEN 1 ELSE 0 END"
 );

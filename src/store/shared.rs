@@ -14,7 +14,7 @@
 /// dialect's shortcut for a batch of one kind of write, or `None`), `lock_identities()` (locks
 /// existing identity rows until commit, in one order), `insert_identities()`,
 /// `insert_tokens()`, `mark_identities()`, `insert_identity_changes()` (the batch's
-/// statements), `lock_tenant_for_delete()` (the first locks of a tenant's deletion) and
+/// statements), `commit_group_of()` (which kinds of batch write commit together), `lock_tenant_for_delete()` (the first locks of a tenant's deletion) and
 /// `AUDIT_BY_IDENTITY` (what an audit query by identity reads from: the table, with an index
 /// hint on SQLite).
 ///

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use futures_util::future::join_all;
 use serde_json::json;
+use uuid::Uuid;
 
 use crate::helpers::{Backend, TestServer, jwt_parts};
 
@@ -13,6 +14,7 @@ crate::both_backends!(
     a_delete_racing_token_issues_leaves_no_answered_token_unrecorded,
     marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time,
     creates_for_a_tenant_gone_before_their_batch_fail_alone,
+    creates_and_issues_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time,
     the_change_log_keeps_the_newest_entries_as_batches_push_out_the_oldest,
     two_instances_and_the_cli_writing_one_tenant_keep_one_gapless_chain,
     two_instances_and_the_cli_writing_two_tenants_keep_gapless_chains,
@@ -490,6 +492,129 @@ async fn creates_for_a_tenant_gone_before_their_batch_fail_alone(backend: Backen
             .count("audit_events WHERE operation = 'identity.create'")
             .await,
         3
+    );
+    let (intact, report) = server.audit_verify();
+    assert!(intact, "{report}");
+}
+
+/// New identities and token issues in one batch (on PostgreSQL one statement when every write
+/// in it can be written, the general way when one cannot) answer each as it would alone.
+async fn creates_and_issues_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time(
+    backend: Backend,
+) {
+    use callsign::domain::audit::Operation;
+    use callsign::domain::{IdentityId, TenantId, Timestamp};
+    use callsign::store::{
+        BatchOp, BatchOutcome, CreateIdentity, InsertIdentityOutcome, NewIdentity, TokenIssue,
+        TokenRecord,
+    };
+
+    let server = TestServer::spawn(backend).await;
+    let live = server.default.new_identity().await;
+    let deleted = server.default.new_identity().await;
+    server.default.delete_identity(&deleted).await;
+    let tenant = IdentityId::parse(&live).expect("id").tenant();
+    let (repo, _) = server.open_store().await;
+    let now = Timestamp::now().millis();
+    let record = |id: IdentityId, at: i64| TokenRecord {
+        jti: Uuid::now_v7(),
+        identity: id,
+        scopes: "chat".to_owned(),
+        issued_at: Timestamp::from_millis(at),
+        expires_at: Timestamp::from_millis(at + 3_600_000),
+    };
+    let issue = |id: &str, at: i64| {
+        BatchOp::IssueToken(TokenIssue {
+            record: record(IdentityId::parse(id).expect("id"), at),
+            event: crate::helpers::cli_event(id, Operation::TokenIssue),
+        })
+    };
+    let create = |tenant: TenantId, external_id: Option<&str>, token_at: Option<i64>| {
+        let id = IdentityId::generate(tenant);
+        let mut events = vec![crate::helpers::cli_event(
+            &id.to_string(),
+            Operation::IdentityCreate,
+        )];
+        if token_at.is_some() {
+            events.push(crate::helpers::cli_event(
+                &id.to_string(),
+                Operation::TokenIssue,
+            ));
+        }
+        BatchOp::CreateIdentity(CreateIdentity {
+            identity: NewIdentity {
+                id,
+                external_id: external_id.map(str::to_owned),
+                created_at: Timestamp::from_millis(now),
+            },
+            token: token_at.map(|at| record(id, at)),
+            events,
+        })
+    };
+    use BatchOutcome::{Created, Issued};
+    use InsertIdentityOutcome::Inserted;
+
+    // Every write can be written.
+    let outcomes = repo
+        .commit_batch(&[
+            create(tenant, None, Some(now)),
+            issue(&live, now + 1),
+            create(tenant, Some("carol"), None),
+            issue(&live, now + 2),
+        ])
+        .await
+        .expect("batch");
+    assert_eq!(
+        outcomes,
+        [
+            Created(Inserted),
+            Issued(true),
+            Created(Inserted),
+            Issued(true)
+        ]
+    );
+    assert_eq!(server.count("issued_tokens").await, 3);
+    let found = repo
+        .find_identity(IdentityId::parse(&live).expect("id"))
+        .await
+        .expect("read")
+        .expect("live");
+    assert_eq!(
+        found.last_token_issued_at.map(|t| t.millis()),
+        Some(now + 2)
+    );
+
+    // An external id taken, a deleted identity: each answered as alone, the rest written.
+    let outcomes = repo
+        .commit_batch(&[
+            create(tenant, Some("carol"), Some(now)),
+            issue(&deleted, now + 3),
+            issue(&live, now + 4),
+            create(tenant, None, None),
+        ])
+        .await
+        .expect("batch");
+    repo.close().await;
+    assert!(
+        matches!(
+            &outcomes[0],
+            Created(InsertIdentityOutcome::ExternalIdTaken(existing))
+                if existing.external_id.as_deref() == Some("carol")
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[1..],
+        [Issued(false), Issued(true), Created(Inserted)]
+    );
+    assert_eq!(server.count("issued_tokens").await, 4);
+    // The two identities of the API, the two of the first batch and the last one.
+    assert_eq!(server.count("identities").await, 5);
+    assert_eq!(
+        server
+            .count("audit_events WHERE operation = 'token.issue'")
+            .await,
+        4
     );
     let (intact, report) = server.audit_verify();
     assert!(intact, "{report}");

@@ -13,7 +13,7 @@ use crate::helpers::{AcsClient, Backend, TestServer, jwt_parts};
 
 crate::both_backends!(
     a_failed_batch_fails_every_request_in_it_and_writes_none_of_it,
-    writes_waiting_together_fail_only_with_their_own_kind_where_kinds_commit_apart,
+    writes_waiting_together_fail_only_with_their_own_group,
     a_revocation_covers_every_token_issued_before_it_even_mid_batch,
     a_deletion_covers_every_token_answered_even_mid_batch,
 );
@@ -102,58 +102,64 @@ async fn a_failed_batch_fails_every_request_in_it_and_writes_none_of_it(backend:
     assert!(ok, "{report}");
 }
 
-/// On PostgreSQL the writes waiting at once commit one kind at a time, each kind a batch of
-/// its own: when every token record fails, identities created in the same moment are still
-/// created. On SQLite they share one transaction, so an identity is created only if its
-/// batch held no token issue. Either way an answer says what was written.
-async fn writes_waiting_together_fail_only_with_their_own_kind_where_kinds_commit_apart(
-    backend: Backend,
-) {
+/// On PostgreSQL revocations and deletions commit apart from the other writes waiting with
+/// them (which commit together, in one statement): when every revocation fails, tokens issued
+/// in the same moment are still issued. On SQLite they share one transaction, so a token is
+/// issued only if its batch held no revocation. Either way an answer says what was written.
+async fn writes_waiting_together_fail_only_with_their_own_group(backend: Backend) {
     let server = TestServer::spawn(backend).await;
-    let ids = [
-        server.default.new_identity().await,
-        server.default.new_identity().await,
-    ];
-    let identities_before = server.count("identities").await;
+    let issued_to = server.default.new_identity().await;
+    let mut revoked = Vec::new();
+    for _ in 0..80 {
+        revoked.push(server.default.new_identity().await);
+    }
     let tokens_before = server.count("issued_tokens").await;
+    let marks_before = server
+        .count("identities WHERE tokens_revoked_before IS NOT NULL")
+        .await;
 
-    sabotage_inserts(&server, backend, "issued_tokens").await;
-    // Interleaved, so that creates and issues wait for the writer together.
+    // Only revocations append to the identity change log.
+    sabotage_inserts(&server, backend, "identity_changes").await;
+    // Interleaved, so that revocations and issues wait for the writer together.
     let requests = (0..320).map(|i| {
         let client = server.default.clone();
-        let id = ids[i % ids.len()].clone();
+        let issued_to = issued_to.clone();
+        let revoked = revoked[i / 4].clone();
         async move {
             if i % 4 == 0 {
-                (false, client.create_identity(json!({})).await)
+                (false, client.revoke(&revoked).await)
             } else {
-                (
-                    true,
-                    client.issue_token(&id, json!({"scopes": ["chat"]})).await,
-                )
+                let body = json!({"scopes": ["chat"]});
+                (true, client.issue_token(&issued_to, body).await)
             }
         }
     });
-    let (issued, created): (Vec<_>, Vec<_>) = join_all(requests)
+    let (issued, revocations): (Vec<_>, Vec<_>) = join_all(requests)
         .await
         .into_iter()
         .partition(|(issue, _)| *issue);
-    repair_inserts(&server, backend, "issued_tokens").await;
+    repair_inserts(&server, backend, "identity_changes").await;
 
-    for (_, reply) in &issued {
+    for (_, reply) in &revocations {
         assert_eq!(reply.error(500), "InternalError");
     }
-    let mut answered_created = 0;
-    for (_, reply) in &created {
+    let mut answered_issued = 0;
+    for (_, reply) in &issued {
         if backend == Backend::Postgres || reply.status != 500 {
-            assert_eq!(reply.status, 201, "{}", reply.body);
-            answered_created += 1;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            answered_issued += 1;
         }
     }
-    assert_eq!(server.count("issued_tokens").await, tokens_before);
     assert_eq!(
-        server.count("identities").await,
-        identities_before + answered_created,
-        "identities written and identities answered 201 differ"
+        server
+            .count("identities WHERE tokens_revoked_before IS NOT NULL")
+            .await,
+        marks_before
+    );
+    assert_eq!(
+        server.count("issued_tokens").await,
+        tokens_before + answered_issued,
+        "tokens recorded and tokens answered 200 differ"
     );
     let (ok, report) = server.audit_verify();
     assert!(ok, "{report}");
