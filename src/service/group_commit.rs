@@ -16,9 +16,9 @@
 //! time, so it gets one writer task.
 //!
 //! The store says which kinds of write commit together (`commit_group`): on PostgreSQL a batch
-//! of new identities and token issues is one statement and one with revocations too a
-//! transaction of several round trips, so what the writer collected is committed as one batch
-//! per group, in the groups' order (new identities and token records, then revocations and
+//! of new identities and token issues is one statement, but one holding revocations as well is
+//! a transaction of several round trips, so what the writer collected is committed as one
+//! batch per group, in the groups' order (new identities and token records, then revocations and
 //! deletions, the order a mixed transaction writes them). The requests were all waiting at
 //! once, so any order of them is one they could have had.
 //!

@@ -336,8 +336,9 @@ impl PgStore {
             }
         }
         // No identity marked twice: one statement cannot update a row twice, and the second
-        // mark must see what the first did. Marks with anything else would lock identity rows
-        // in two statements' worth of order: the general way locks them all first.
+        // mark must see what the first did. Marks beside token issues would need one lock of
+        // both sets of rows, in one order: such a batch (the group commit keeps marks apart)
+        // goes the general way, which locks them all first.
         let distinct_marks =
             marks.iter().map(|m| m.id).collect::<HashSet<_>>().len() == marks.len();
         let outcome = match (creates.is_empty(), issues.is_empty(), marks.is_empty()) {
