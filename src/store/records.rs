@@ -151,9 +151,8 @@ pub enum BatchOp {
     MarkIdentity(MarkIdentity),
 }
 
-/// The kinds of batch write, in the order a transaction holding several writes them (new
-/// identities, then token records, then the marks that must cover those records).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// The kinds of batch write: what a store's `commit_group` tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchKind {
     Create,
     Issue,
