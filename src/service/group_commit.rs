@@ -15,12 +15,8 @@
 //! tenant's audit-chain head from its last statement to its commit. SQLite has one writer at a
 //! time, so it gets one writer task.
 //!
-//! The store says which kinds of write commit together (`commit_group`): on PostgreSQL a batch
-//! of new identities and token issues is one statement, but one holding revocations as well is
-//! a transaction of several round trips, so what the writer collected is committed as one
-//! batch per group, in the groups' order (new identities and token records, then revocations and
-//! deletions, the order a mixed transaction writes them). The requests were all waiting at
-//! once, so any order of them is one they could have had.
+//! A batch holds every kind of write that was waiting, in the order it arrived: on PostgreSQL
+//! such a mix is one statement, as a batch of one kind is (the store's `commit_at_once`).
 //!
 //! If a commit fails, every request in the batch gets the error and nothing of the batch is
 //! written. On shutdown the queue closes and the writers drain it before they stop.
@@ -105,16 +101,7 @@ async fn run(
         if count == 0 {
             return;
         }
-        // Stable: each group's writes keep their order.
-        collected.sort_by_key(|p| repo.commit_group(p.op.kind()));
-        while let Some(first) = collected.first() {
-            let group = repo.commit_group(first.op.kind());
-            let len = collected
-                .iter()
-                .take_while(|p| repo.commit_group(p.op.kind()) == group)
-                .count();
-            commit(&*repo, collected.drain(..len), &on_batch).await;
-        }
+        commit(&*repo, collected.drain(..), &on_batch).await;
     }
 }
 

@@ -3,9 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{
-    BatchKind, BatchOp, BatchOutcome, IdentityChange, IdentityRecord, RevocationMark, StoreResult,
-};
+use super::{BatchOp, BatchOutcome, IdentityChange, IdentityRecord, RevocationMark, StoreResult};
 use crate::domain::audit::AuditEvent;
 use crate::domain::{IdentityId, Timestamp};
 
@@ -60,12 +58,6 @@ pub trait IdentityRepository: Send + Sync + 'static {
     ///
     /// Either the whole batch commits or none of it does.
     async fn commit_batch(&self, ops: &[BatchOp]) -> StoreResult<Vec<BatchOutcome>>;
-
-    /// Which writes commit together: the group commit splits what it collected into one
-    /// batch per group, committed in the order of the groups. Where a batch of some kinds
-    /// ([`BatchOp::kind`]) is one statement and a mix of all a transaction of several round
-    /// trips, the kinds go in groups of their own.
-    fn commit_group(&self, kind: BatchKind) -> u8;
 }
 
 /// Implements [`IdentityRepository`] for a store (see `impl_repository!`).
@@ -268,10 +260,6 @@ macro_rules! impl_identity_repository {
                     });
                 }
                 Ok(changes)
-            }
-
-            fn commit_group(&self, kind: $crate::store::BatchKind) -> u8 {
-                Self::commit_group_of(kind)
             }
 
             async fn commit_batch(

@@ -32,7 +32,7 @@ pub use audit::AuditRepository;
 pub use identities::IdentityRepository;
 pub use operators::OperatorRepository;
 pub use records::{
-    AccessKeyRecord, AuditChainState, AuditQuery, BatchKind, BatchOp, BatchOutcome, CreateIdentity,
+    AccessKeyRecord, AuditChainState, AuditQuery, BatchOp, BatchOutcome, CreateIdentity,
     DeletedTenantRecord, DeletionCounts, IdentityChange, IdentityRecord, InsertIdentityOutcome,
     MarkIdentity, NewIdentity, OperatorCredentialRecord, PoolStats, RevocationMark,
     SigningKeyRecord, TenantChanges, TenantRecord, TenantScope, TokenIssue, TokenRecord,

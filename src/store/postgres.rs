@@ -14,15 +14,17 @@ use uuid::Uuid;
 
 use super::migrate;
 use super::{
-    BatchKind, BatchOp, BatchOutcome, ChangeRow, CreateIdentity, Dialect, IdentityRecord,
+    BatchOp, BatchOutcome, ChangeRow, CreateIdentity, Dialect, IdentityRecord,
     InsertIdentityOutcome, MarkIdentity, NewIdentity, SeedRepository, StoreError, StoreResult,
     TokenIssue, TokenRecord, redact_url,
 };
-use crate::domain::TenantId;
 use crate::domain::audit::{AuditEvent, ChainedEvent};
+use crate::domain::{IdentityId, TenantId};
 
 pub struct PgStore {
     pool: PgPool,
+    /// The connections of the one-statement batches (`commit_at_once`): see `open`.
+    batch_pool: PgPool,
     /// Identities this process has inserted: see `replanned`.
     identities_written: AtomicU64,
 }
@@ -31,20 +33,35 @@ impl PgStore {
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url)
             .with_context(|| format!("parsing the PostgreSQL URL {:?}", redact_url(url)))?;
-        let pool = PgPoolOptions::new()
+        let connecting = || format!("connecting to PostgreSQL at {:?}", redact_url(url));
+        let pool = Self::pool_options()
+            .connect_with(options.clone())
+            .await
+            .with_context(connecting)?;
+        migrate::run_postgres(&pool).await?;
+        // A one-statement batch reaches every row it touches by key: at most a few hundred
+        // index probes. For a young table PostgreSQL's cost model prefers hashing the whole
+        // table to that many probes, and the plan lasts until the table doubles
+        // (`replanned`); under mixed traffic, where new identities grow the table fast,
+        // those scans cost up to a third of the throughput. These connections plan without them.
+        let batch_pool = Self::pool_options()
+            .connect_with(options.options([("enable_seqscan", "off")]))
+            .await
+            .with_context(connecting)?;
+        Ok(Self {
+            pool,
+            batch_pool,
+            identities_written: AtomicU64::new(0),
+        })
+    }
+
+    fn pool_options() -> PgPoolOptions {
+        PgPoolOptions::new()
             .max_connections(16)
             // sqlx already pings a connection when it comes back to the pool (and drops it if
             // broken); pinging again on the way out would add a round trip to every query.
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .with_context(|| format!("connecting to PostgreSQL at {:?}", redact_url(url)))?;
-        migrate::run_postgres(&pool).await?;
-        Ok(Self {
-            pool,
-            identities_written: AtomicU64::new(0),
-        })
     }
 }
 
@@ -66,31 +83,38 @@ SELECT i.tenant_id, i.identity_id FROM identities i
     };
 }
 
-/// The CTEs (for a `WITH`) that record a batch of tokens, given the six parameters that hold
-/// the records as parallel arrays (tenant, jti, identity, scopes, issued at, expires at), and
-/// `$after`, a `WHERE` on the records that makes the locking wait for CTEs before it: `locked`
-/// locks each live identity row in key order, as every other writer does (so a concurrent
-/// delete either happens before the batch and drops its records, or waits for it); the
-/// UPDATE moves the `last_token_issued_at` of those rows only, which this transaction holds
-/// already, so whatever order its plan meets them in it never waits; and only records whose
-/// identity was updated are inserted (`written`, their jtis).
-///
-/// Locking in the UPDATE itself would lock in the order of its plan: a nested loop over the
-/// sorted identities keeps key order, but a plan that scans the table (the one chosen while
-/// it is small) follows its physical order, and two writers meeting in two orders wait on
-/// each other until PostgreSQL aborts one.
-macro_rules! record_tokens_ctes {
-    ($t:literal, $j:literal, $i:literal, $s:literal, $at:literal, $exp:literal, $after:literal) => {
+/// The CTE `input` (for a `WITH`): a batch's token records, from the six parameters that hold
+/// them as parallel arrays (tenant, jti, identity, scopes, issued at, expires at).
+macro_rules! token_input_cte {
+    ($t:literal, $j:literal, $i:literal, $s:literal, $at:literal, $exp:literal) => {
         concat!(
             "input AS (
     SELECT * FROM UNNEST(",
-            $t, "::uuid[], ", $j, "::uuid[], ", $i, "::uuid[], ", $s, "::text[], ", $at,
-            "::int8[], ", $exp, "::int8[])
+            $t,
+            "::uuid[], ",
+            $j,
+            "::uuid[], ",
+            $i,
+            "::uuid[], ",
+            $s,
+            "::text[], ",
+            $at,
+            "::int8[], ",
+            $exp,
+            "::int8[])
         AS t (tenant_id, jti, identity_id, scopes, issued_at, expires_at)
-), locked AS MATERIALIZED (",
-            lock_identities_sql!("SELECT tenant_id, identity_id FROM input", $after),
-            "
-), live AS (
+)"
+        )
+    };
+}
+
+/// The CTEs that write the records of `input` whose identity `locked` holds: the UPDATE
+/// moves the `last_token_issued_at` of those rows only, which this transaction holds already,
+/// so whatever order its plan meets them in it never waits; and only records whose identity
+/// was updated are inserted (`written`, their jtis).
+macro_rules! write_tokens_ctes {
+    () => {
+        "live AS (
     UPDATE identities i
        SET last_token_issued_at = GREATEST(COALESCE(i.last_token_issued_at, 0), m.issued_at)
       FROM (SELECT tenant_id, identity_id, max(issued_at) AS issued_at
@@ -104,6 +128,28 @@ macro_rules! record_tokens_ctes {
       FROM input JOIN live USING (tenant_id, identity_id)
     RETURNING jti
 )"
+    };
+}
+
+/// The CTEs (for a `WITH`) that record a batch of tokens, given the six parameters of
+/// `token_input_cte!` and `$after`, a `WHERE` on the records that makes the locking wait for
+/// CTEs before it: `locked` locks each live identity row in key order, as every other writer
+/// does (so a concurrent delete either happens before the batch and drops its records, or
+/// waits for it), then `write_tokens_ctes!`.
+///
+/// Locking in the UPDATE itself would lock in the order of its plan: a nested loop over the
+/// sorted identities keeps key order, but a plan that scans the table (the one chosen while
+/// it is small) follows its physical order, and two writers meeting in two orders wait on
+/// each other until PostgreSQL aborts one.
+macro_rules! record_tokens_ctes {
+    ($t:literal, $j:literal, $i:literal, $s:literal, $at:literal, $exp:literal, $after:literal) => {
+        concat!(
+            token_input_cte!($t, $j, $i, $s, $at, $exp),
+            ", locked AS MATERIALIZED (",
+            lock_identities_sql!("SELECT tenant_id, identity_id FROM input", $after),
+            "
+), ",
+            write_tokens_ctes!()
         )
     };
 }
@@ -317,12 +363,13 @@ impl PgStore {
     }
 
     /// Commits a batch made only of token issues (`ISSUE_AT_ONCE`), only of new identities
-    /// (`CREATE_AT_ONCE`), of both (`CREATE_ISSUE_AT_ONCE`), or only of revocations and
-    /// deletions of distinct identities (`MARK_AT_ONCE`), in one statement and no transaction
-    /// around it: one round trip instead of four to nine, and the chain heads held only while
-    /// the statement ends and commits. `None` when the batch is none of these or the statement
-    /// refused it (an identity not live or not created, a tenant without a chain); nothing of
-    /// it was written then, and the batch goes the general way.
+    /// (`CREATE_AT_ONCE`), of both (`CREATE_ISSUE_AT_ONCE`), only of revocations and deletions
+    /// (`MARK_AT_ONCE`), or of revocations and deletions with the others (`WRITE_AT_ONCE`), in
+    /// one statement and no transaction around it: one round trip instead of four to nine, and
+    /// the chain heads held only while the statement ends and commits. `None` when an identity
+    /// is marked twice or both marked and issued for, or when the statement refused the batch
+    /// (an identity not live or not created, a tenant without a chain); nothing of it was
+    /// written then, and the batch goes the general way.
     pub(super) async fn commit_at_once(
         &self,
         ops: &[BatchOp],
@@ -335,17 +382,19 @@ impl PgStore {
                 BatchOp::MarkIdentity(mark) => marks.push(mark),
             }
         }
-        // No identity marked twice: one statement cannot update a row twice, and the second
-        // mark must see what the first did. Marks beside token issues would need one lock of
-        // both sets of rows, in one order: such a batch (the group commit keeps marks apart)
-        // goes the general way, which locks them all first.
-        let distinct_marks =
-            marks.iter().map(|m| m.id).collect::<HashSet<_>>().len() == marks.len();
+        // No identity marked twice, nor both marked and issued for: one statement cannot
+        // update a row twice, and the second write must see what the first did.
+        let marked: HashSet<IdentityId> = marks.iter().map(|m| m.id).collect();
+        let marked_once = marked.len() == marks.len()
+            && !issues.iter().any(|i| marked.contains(&i.record.identity));
         let outcome = match (creates.is_empty(), issues.is_empty(), marks.is_empty()) {
             (true, false, true) => self.issue_at_once(&issues).await,
             (false, true, true) => self.create_at_once(&creates).await,
             (false, false, true) => self.create_issue_at_once(ops, &creates, &issues).await,
-            (true, true, false) if distinct_marks => self.mark_at_once(&marks).await,
+            (true, true, false) if marked_once => self.mark_at_once(&marks).await,
+            (_, _, false) if marked_once => {
+                self.write_at_once(ops, &creates, &issues, &marks).await
+            }
             _ => return Ok(None),
         };
         match outcome {
@@ -369,7 +418,9 @@ impl PgStore {
         let events: Vec<&AuditEvent> = issues.iter().map(|i| &i.event).collect();
         let records: Vec<&TokenRecord> = issues.iter().map(|i| &i.record).collect();
         let query = bind_unlinked(sqlx::query(self.replanned(ISSUE_AT_ONCE)), &events);
-        bind_tokens(query, &records).execute(&self.pool).await?;
+        bind_tokens(query, &records)
+            .execute(&self.batch_pool)
+            .await?;
         Ok(vec![BatchOutcome::Issued(true); issues.len()])
     }
 
@@ -380,7 +431,7 @@ impl PgStore {
         let events: Vec<&AuditEvent> = creates.iter().flat_map(|c| &c.events).collect();
         let query = bind_unlinked(sqlx::query(CREATE_AT_ONCE), &events);
         Self::bind_creates(query, creates)
-            .execute(&self.pool)
+            .execute(&self.batch_pool)
             .await?;
         self.identities_written
             .fetch_add(creates.len() as u64, Ordering::Relaxed);
@@ -405,7 +456,7 @@ impl PgStore {
         let records: Vec<&TokenRecord> = issues.iter().map(|i| &i.record).collect();
         let query = bind_unlinked(sqlx::query(self.replanned(CREATE_ISSUE_AT_ONCE)), &events);
         bind_tokens(Self::bind_creates(query, creates), &records)
-            .execute(&self.pool)
+            .execute(&self.batch_pool)
             .await?;
         self.identities_written
             .fetch_add(creates.len() as u64, Ordering::Relaxed);
@@ -436,41 +487,46 @@ impl PgStore {
     ) -> Result<Vec<BatchOutcome>, sqlx::Error> {
         let events: Vec<&AuditEvent> = marks.iter().map(|m| &m.event).collect();
         let query = bind_unlinked(sqlx::query(self.replanned(MARK_AT_ONCE)), &events);
-        let (_, tenants, identities, revoked_before): (i32, Vec<Uuid>, Vec<Uuid>, Vec<i64>) =
-            bind_marks(query, marks)
-                .bind(super::IDENTITY_CHANGES_KEPT)
-                .try_map(|row: sqlx::postgres::PgRow| {
-                    Ok((
-                        row.try_get(0)?,
-                        row.try_get(1)?,
-                        row.try_get(2)?,
-                        row.try_get(3)?,
-                    ))
-                })
-                .fetch_one(&self.pool)
-                .await?;
-        let watermarks: HashMap<(Uuid, Uuid), i64> = tenants
-            .into_iter()
-            .zip(identities)
-            .zip(revoked_before)
-            .collect();
+        let watermarks = fetch_watermarks(bind_marks(query, marks), &self.batch_pool).await?;
         Ok(marks
             .iter()
-            .map(|m| {
-                let watermark = watermarks.get(&(m.id.tenant().as_uuid(), m.id.local()));
-                BatchOutcome::Marked(watermark.map(|&w| m.written(w)))
-            })
+            .map(|m| marked_outcome(m, &watermarks))
             .collect())
     }
 
-    /// New identities and token issues commit together in one statement (`commit_at_once`),
-    /// and revocations and deletions apart from them: with marks, a batch would be a
-    /// transaction of up to nine round trips.
-    fn commit_group_of(kind: BatchKind) -> u8 {
-        match kind {
-            BatchKind::Create | BatchKind::Issue => 0,
-            BatchKind::Mark => 1,
-        }
+    /// `ops` holds `creates`, `issues` and `marks` and nothing else.
+    async fn write_at_once(
+        &self,
+        ops: &[BatchOp],
+        creates: &[&CreateIdentity],
+        issues: &[&TokenIssue],
+        marks: &[&MarkIdentity],
+    ) -> Result<Vec<BatchOutcome>, sqlx::Error> {
+        let events: Vec<&AuditEvent> = creates
+            .iter()
+            .flat_map(|c| &c.events)
+            .chain(issues.iter().map(|i| &i.event))
+            .chain(marks.iter().map(|m| &m.event))
+            .collect();
+        let records: Vec<&TokenRecord> = issues.iter().map(|i| &i.record).collect();
+        let query = bind_unlinked(sqlx::query(self.replanned(WRITE_AT_ONCE)), &events);
+        let query = bind_marks(
+            bind_tokens(Self::bind_creates(query, creates), &records),
+            marks,
+        );
+        let watermarks = fetch_watermarks(query, &self.batch_pool).await?;
+        self.identities_written
+            .fetch_add(creates.len() as u64, Ordering::Relaxed);
+        Ok(ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::CreateIdentity(_) => {
+                    BatchOutcome::Created(InsertIdentityOutcome::Inserted)
+                }
+                BatchOp::IssueToken(_) => BatchOutcome::Issued(true),
+                BatchOp::MarkIdentity(mark) => marked_outcome(mark, &watermarks),
+            })
+            .collect())
     }
 
     /// PostgreSQL's planner picks the identity index by itself.
@@ -805,6 +861,38 @@ fn bind_marks<'q>(query: PgQuery<'q>, marks: &[&MarkIdentity]) -> PgQuery<'q> {
         .bind(marks.iter().map(|m| m.delete).collect::<Vec<_>>())
 }
 
+/// Runs a statement that marks identities (`MARK_AT_ONCE`, `WRITE_AT_ONCE`), with the change
+/// log's kept window bound last; returns the new watermark of each identity marked.
+async fn fetch_watermarks(
+    query: PgQuery<'_>,
+    pool: &PgPool,
+) -> Result<HashMap<(Uuid, Uuid), i64>, sqlx::Error> {
+    let (_, tenants, identities, revoked_before): (i32, Vec<Uuid>, Vec<Uuid>, Vec<i64>) = query
+        .bind(super::IDENTITY_CHANGES_KEPT)
+        .try_map(|row: sqlx::postgres::PgRow| {
+            Ok((
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            ))
+        })
+        .fetch_one(pool)
+        .await?;
+    Ok(tenants
+        .into_iter()
+        .zip(identities)
+        .zip(revoked_before)
+        .collect())
+}
+
+/// `mark`'s outcome: written with its identity's new watermark, or nothing when the identity
+/// was not live.
+fn marked_outcome(mark: &MarkIdentity, watermarks: &HashMap<(Uuid, Uuid), i64>) -> BatchOutcome {
+    let watermark = watermarks.get(&(mark.id.tenant().as_uuid(), mark.id.local()));
+    BatchOutcome::Marked(watermark.map(|&w| mark.written(w)))
+}
+
 /// 0 below 1024 identities written, then one more each time they double.
 fn plan_generation(identities_written: u64) -> u32 {
     (identities_written >> 10)
@@ -812,13 +900,10 @@ fn plan_generation(identities_written: u64) -> u32 {
         .map_or(0, |g| g + 1)
 }
 
-/// The CTEs (for a `WITH`) that revoke or delete a batch's identities (each at most once),
-/// given the four parameters that hold the marks as parallel arrays (tenant, identity, at,
-/// delete): the watermark only moves forward, and an identity already deleted is left alone.
-/// The rows are locked first, in key order (`lock_identities_sql!`), when the batch did not
-/// lock them already: a batch of marks alone saves that round trip. `marked` returns each
-/// identity marked with its new watermark and its mark's place in the batch (`n`, from 1).
-macro_rules! mark_identities_ctes {
+/// The CTE `m` (for a `WITH`): a batch's revocations and deletions, from the four parameters
+/// that hold them as parallel arrays (tenant, identity, at, delete), each with its place in the
+/// batch (`n`, from 1).
+macro_rules! mark_input_cte {
     ($t:literal, $i:literal, $at:literal, $del:literal) => {
         concat!(
             "m AS (
@@ -832,10 +917,17 @@ macro_rules! mark_identities_ctes {
             $del,
             "::bool[]) WITH ORDINALITY
         AS m (tenant_id, identity_id, at, del, n)
-), locked AS MATERIALIZED (",
-            lock_identities_sql!("SELECT tenant_id, identity_id FROM m"),
-            "
-), marked AS (
+)"
+        )
+    };
+}
+
+/// The CTE `marked` that revokes or deletes the identities of `m` (each at most once) whose
+/// rows `locked` holds: the watermark only moves forward, and an identity already deleted is
+/// left alone. Returns each identity marked with its new watermark and its mark's place.
+macro_rules! marked_cte {
+    () => {
+        "marked AS (
     UPDATE identities i
        SET deleted_at = CASE WHEN m.del THEN m.at ELSE i.deleted_at END,
            external_id = CASE WHEN m.del THEN NULL ELSE i.external_id END,
@@ -844,6 +936,22 @@ macro_rules! mark_identities_ctes {
      WHERE i.tenant_id = m.tenant_id AND i.identity_id = m.identity_id AND i.deleted_at IS NULL
     RETURNING i.tenant_id, i.identity_id, i.tokens_revoked_before, m.n, m.del, m.at
 )"
+    };
+}
+
+/// The CTEs (for a `WITH`) that revoke or delete a batch's identities, given the parameters
+/// of `mark_input_cte!`: the rows are locked first, in key order (`lock_identities_sql!`),
+/// when the batch did not lock them already (a batch of marks alone saves that round trip),
+/// then `marked_cte!`.
+macro_rules! mark_identities_ctes {
+    ($t:literal, $i:literal, $at:literal, $del:literal) => {
+        concat!(
+            mark_input_cte!($t, $i, $at, $del),
+            ", locked AS MATERIALIZED (",
+            lock_identities_sql!("SELECT tenant_id, identity_id FROM m"),
+            "
+), ",
+            marked_cte!()
         )
     };
 }
@@ -854,6 +962,32 @@ const MARK_IDENTITIES: &str = concat!(
     mark_identities_ctes!("$1", "$2", "$3", "$4"),
     "\nSELECT tenant_id, identity_id, tokens_revoked_before FROM marked"
 );
+
+/// The CTEs that enter each identity of `marked` in the identity change log, numbered in the
+/// order of the batch from the log's head (which `change_head` moves once for the batch), and
+/// drop the entries pushed out of the kept window (`$kept`) by exact range.
+macro_rules! change_log_ctes {
+    ($kept:literal) => {
+        concat!(
+            "change_head AS (
+    UPDATE identity_change_head SET seq = seq + (SELECT count(*) FROM marked) WHERE id = 1
+    RETURNING seq, seq - (SELECT count(*) FROM marked) AS before
+), changes AS (
+    INSERT INTO identity_changes (seq, tenant_id, identity_id, tokens_revoked_before, deleted, changed_at)
+    SELECT h.before + row_number() OVER (ORDER BY mk.n), mk.tenant_id, mk.identity_id,
+           mk.tokens_revoked_before, mk.del, mk.at
+      FROM marked mk CROSS JOIN change_head h
+), pruned AS (
+    DELETE FROM identity_changes c USING change_head h
+     WHERE c.seq > h.before - ",
+            $kept,
+            " AND c.seq <= h.seq - ",
+            $kept,
+            "
+)"
+        )
+    };
+}
 
 /// A batch of revocations and deletions (no identity twice) as one statement, committed on its
 /// own, as `ISSUE_AT_ONCE` does for token issues: the marks, their entries in the identity
@@ -870,21 +1004,51 @@ const MARK_IDENTITIES: &str = concat!(
 const MARK_AT_ONCE: &str = concat!(
     "WITH RECURSIVE ",
     mark_identities_ctes!("$13", "$14", "$15", "$16"),
-    ", change_head AS (
-    UPDATE identity_change_head SET seq = seq + (SELECT count(*) FROM marked) WHERE id = 1
-    RETURNING seq, seq - (SELECT count(*) FROM marked) AS before
-), changes AS (
-    INSERT INTO identity_changes (seq, tenant_id, identity_id, tokens_revoked_before, deleted, changed_at)
-    SELECT h.before + row_number() OVER (ORDER BY mk.n), mk.tenant_id, mk.identity_id,
-           mk.tokens_revoked_before, mk.del, mk.at
-      FROM marked mk CROSS JOIN change_head h
-), pruned AS (
-    DELETE FROM identity_changes c USING change_head h
-     WHERE c.seq > h.before - $17 AND c.seq <= h.seq - $17
-), ",
+    ", ",
+    change_log_ctes!("$17"),
+    ", ",
     link_events_ctes!("AND (SELECT count(*) FROM change_head) >= 0"),
     "
 SELECT 1 / CASE WHEN count(*) = cardinality($13::uuid[])
+                 AND (SELECT count(*) FROM head) = (SELECT count(*) FROM batch)
+                THEN 1 ELSE 0 END,
+       array_agg(tenant_id), array_agg(identity_id), array_agg(tokens_revoked_before)
+  FROM marked"
+);
+
+/// A batch of every kind of write, as live traffic makes them (new identities, token issues,
+/// revocations and deletions; no identity both issued for and marked, none marked twice), as
+/// one statement committed on its own: `CREATE_ISSUE_AT_ONCE`'s parameters (`$13`–`$29`),
+/// then the marks as `$30`–`$33` and the change log's kept window as `$34`. The existing
+/// identities of the token records and of the marks are locked together, in key order, once
+/// `created` is done; the change log's head once they are marked; the chain heads once it is
+/// held: the order every write takes its locks. Refused, with nothing written, when any of its
+/// parts would be; returns what `MARK_AT_ONCE` returns.
+const WRITE_AT_ONCE: &str = concat!(
+    "WITH RECURSIVE ",
+    create_at_once_ctes!(),
+    ", ",
+    token_input_cte!("$24", "$25", "$26", "$27", "$28", "$29"),
+    ", ",
+    mark_input_cte!("$30", "$31", "$32", "$33"),
+    ", locked AS MATERIALIZED (",
+    lock_identities_sql!(
+        "SELECT tenant_id, identity_id FROM input WHERE (SELECT count(*) FROM created) >= 0",
+        " UNION ALL SELECT tenant_id, identity_id FROM m"
+    ),
+    "
+), ",
+    write_tokens_ctes!(),
+    ", ",
+    marked_cte!(),
+    ", ",
+    change_log_ctes!("$34"),
+    ", ",
+    link_events_ctes!("AND (SELECT count(*) FROM change_head) >= 0"),
+    "
+SELECT 1 / CASE WHEN count(*) = cardinality($30::uuid[])
+                 AND (SELECT count(*) FROM created) = cardinality($13::uuid[])
+                 AND (SELECT count(*) FROM written) = cardinality($24::uuid[])
                  AND (SELECT count(*) FROM head) = (SELECT count(*) FROM batch)
                 THEN 1 ELSE 0 END,
        array_agg(tenant_id), array_agg(identity_id), array_agg(tokens_revoked_before)

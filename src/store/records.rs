@@ -151,23 +151,7 @@ pub enum BatchOp {
     MarkIdentity(MarkIdentity),
 }
 
-/// The kinds of batch write: what a store's `commit_group` tells apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchKind {
-    Create,
-    Issue,
-    Mark,
-}
-
 impl BatchOp {
-    pub fn kind(&self) -> BatchKind {
-        match self {
-            BatchOp::CreateIdentity(_) => BatchKind::Create,
-            BatchOp::IssueToken(_) => BatchKind::Issue,
-            BatchOp::MarkIdentity(_) => BatchKind::Mark,
-        }
-    }
-
     pub fn tenant(&self) -> TenantId {
         match self {
             BatchOp::CreateIdentity(c) => c.identity.id.tenant(),

@@ -11,10 +11,9 @@
 /// transaction that holds the write lock from its first statement), `LOCK_CHAIN_SQL` (reads
 /// a chain head and locks it until commit), `insert_events()`, `append_events()` (appends
 /// events to their chains as the last writes of a transaction), `commit_at_once()` (a
-/// dialect's shortcut for a batch as one statement, or `None`), `commit_group_of()` (which
-/// kinds of batch write commit together), `lock_identities()` (locks existing identity rows
-/// until commit, in one order), `insert_identities()`, `insert_tokens()`,
-/// `mark_identities()`, `insert_identity_changes()` (the batch's statements),
+/// dialect's shortcut for a batch as one statement, or `None`), `lock_identities()` (locks
+/// existing identity rows until commit, in one order), `insert_identities()`,
+/// `insert_tokens()`, `mark_identities()`, `insert_identity_changes()` (the batch's statements),
 /// `lock_tenant_for_delete()` (the first locks of a tenant's deletion) and
 /// `AUDIT_BY_IDENTITY` (what an audit query by identity reads from: the table, with an index
 /// hint on SQLite).

@@ -104,12 +104,6 @@ impl SqliteStore {
         Ok(None)
     }
 
-    /// Every batch is one transaction: its statements run on SQLite's own thread, with no
-    /// round trips to save, and splitting it would add fsyncs.
-    fn commit_group_of(_kind: super::BatchKind) -> u8 {
-        0
-    }
-
     /// One identity's events through its index. Without statistics SQLite prefers to walk
     /// the primary key in `seq` order (to skip a sort) and filter, which reads the whole
     /// trail of the tenant.

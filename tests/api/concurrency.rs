@@ -14,7 +14,7 @@ crate::both_backends!(
     a_delete_racing_token_issues_leaves_no_answered_token_unrecorded,
     marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time,
     creates_for_a_tenant_gone_before_their_batch_fail_alone,
-    creates_and_issues_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time,
+    writes_of_every_kind_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time,
     the_change_log_keeps_the_newest_entries_as_batches_push_out_the_oldest,
     two_instances_and_the_cli_writing_one_tenant_keep_one_gapless_chain,
     two_instances_and_the_cli_writing_two_tenants_keep_gapless_chains,
@@ -497,22 +497,25 @@ async fn creates_for_a_tenant_gone_before_their_batch_fail_alone(backend: Backen
     assert!(intact, "{report}");
 }
 
-/// New identities and token issues in one batch (on PostgreSQL one statement when every write
-/// in it can be written, the general way when one cannot) answer each as it would alone.
-async fn creates_and_issues_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time(
+/// New identities, token issues, revocations and deletions in one batch (on PostgreSQL one
+/// statement when every write in it can be written, the general way when one cannot or an
+/// identity is both issued for and revoked) answer each as it would alone.
+async fn writes_of_every_kind_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time(
     backend: Backend,
 ) {
     use callsign::domain::audit::Operation;
     use callsign::domain::{IdentityId, TenantId, Timestamp};
     use callsign::store::{
-        BatchOp, BatchOutcome, CreateIdentity, InsertIdentityOutcome, NewIdentity, TokenIssue,
-        TokenRecord,
+        BatchOp, BatchOutcome, CreateIdentity, InsertIdentityOutcome, MarkIdentity, NewIdentity,
+        RevocationMark, TokenIssue, TokenRecord,
     };
 
     let server = TestServer::spawn(backend).await;
     let live = server.default.new_identity().await;
     let deleted = server.default.new_identity().await;
     server.default.delete_identity(&deleted).await;
+    let revoked = server.default.new_identity().await;
+    let doomed = server.default.new_identity().await;
     let tenant = IdentityId::parse(&live).expect("id").tenant();
     let (repo, _) = server.open_store().await;
     let now = Timestamp::now().millis();
@@ -551,7 +554,27 @@ async fn creates_and_issues_in_one_batch_have_the_outcomes_they_would_have_one_a
             events,
         })
     };
-    use BatchOutcome::{Created, Issued};
+    let mark = |id: &str, at: i64, delete: bool| {
+        let operation = if delete {
+            Operation::IdentityDelete
+        } else {
+            Operation::TokenRevoke
+        };
+        BatchOp::MarkIdentity(MarkIdentity {
+            id: IdentityId::parse(id).expect("id"),
+            at: Timestamp::from_millis(at),
+            delete,
+            event: crate::helpers::cli_event(id, operation),
+        })
+    };
+    let marked = |id: &str, at: i64, deleted: bool| {
+        BatchOutcome::Marked(Some(RevocationMark {
+            identity: IdentityId::parse(id).expect("id"),
+            tokens_revoked_before: Timestamp::from_millis(at),
+            deleted,
+        }))
+    };
+    use BatchOutcome::{Created, Issued, Marked};
     use InsertIdentityOutcome::Inserted;
 
     // Every write can be written.
@@ -594,7 +617,6 @@ async fn creates_and_issues_in_one_batch_have_the_outcomes_they_would_have_one_a
         ])
         .await
         .expect("batch");
-    repo.close().await;
     assert!(
         matches!(
             &outcomes[0],
@@ -608,11 +630,65 @@ async fn creates_and_issues_in_one_batch_have_the_outcomes_they_would_have_one_a
         [Issued(false), Issued(true), Created(Inserted)]
     );
     assert_eq!(server.count("issued_tokens").await, 4);
-    // The two identities of the API, the two of the first batch and the last one.
-    assert_eq!(server.count("identities").await, 5);
+    // The four identities of the API, the two of the first batch and the last one.
+    assert_eq!(server.count("identities").await, 7);
+
+    // Revocations and deletions beside the rest, all writable.
+    let changes_before = server.count("identity_changes").await;
+    let outcomes = repo
+        .commit_batch(&[
+            create(tenant, None, Some(now)),
+            mark(&revoked, now + 5, false),
+            issue(&live, now + 6),
+            mark(&doomed, now + 7, true),
+        ])
+        .await
+        .expect("batch");
+    assert_eq!(
+        outcomes,
+        [
+            Created(Inserted),
+            marked(&revoked, now + 5, false),
+            Issued(true),
+            marked(&doomed, now + 7, true)
+        ]
+    );
+    // A revocation of an identity no longer live, beside writable ones: answered as alone.
+    let outcomes = repo
+        .commit_batch(&[
+            mark(&deleted, now + 8, false),
+            issue(&live, now + 9),
+            create(tenant, None, None),
+        ])
+        .await
+        .expect("batch");
+    assert_eq!(outcomes, [Marked(None), Issued(true), Created(Inserted)]);
+    // A token issued for an identity revoked in the same batch: written in the batch's order.
+    let outcomes = repo
+        .commit_batch(&[issue(&revoked, now + 10), mark(&revoked, now + 11, false)])
+        .await
+        .expect("batch");
+    repo.close().await;
+    assert_eq!(outcomes, [Issued(true), marked(&revoked, now + 11, false)]);
+
+    assert_eq!(server.count("issued_tokens").await, 8);
+    assert_eq!(server.count("identities").await, 9);
+    assert_eq!(
+        server
+            .count("identities WHERE deleted_at IS NOT NULL")
+            .await,
+        2
+    );
+    assert_eq!(server.count("identity_changes").await, changes_before + 3);
     assert_eq!(
         server
             .count("audit_events WHERE operation = 'token.issue'")
+            .await,
+        8
+    );
+    assert_eq!(
+        server
+            .count("audit_events WHERE operation IN ('token.revoke', 'identity.delete')")
             .await,
         4
     );

@@ -13,7 +13,7 @@ use crate::helpers::{AcsClient, Backend, TestServer, jwt_parts};
 
 crate::both_backends!(
     a_failed_batch_fails_every_request_in_it_and_writes_none_of_it,
-    writes_waiting_together_fail_only_with_their_own_group,
+    writes_waiting_together_fail_together,
     a_revocation_covers_every_token_issued_before_it_even_mid_batch,
     a_deletion_covers_every_token_answered_even_mid_batch,
 );
@@ -102,11 +102,10 @@ async fn a_failed_batch_fails_every_request_in_it_and_writes_none_of_it(backend:
     assert!(ok, "{report}");
 }
 
-/// On PostgreSQL revocations and deletions commit apart from the other writes waiting with
-/// them (which commit together, in one statement): when every revocation fails, tokens issued
-/// in the same moment are still issued. On SQLite they share one transaction, so a token is
-/// issued only if its batch held no revocation. Either way an answer says what was written.
-async fn writes_waiting_together_fail_only_with_their_own_group(backend: Backend) {
+/// Revocations commit together with the token issues waiting with them: when every
+/// revocation fails, a token is issued only if its batch held no revocation, and every answer
+/// says what was written.
+async fn writes_waiting_together_fail_together(backend: Backend) {
     let server = TestServer::spawn(backend).await;
     let issued_to = server.default.new_identity().await;
     let mut revoked = Vec::new();
@@ -145,7 +144,7 @@ async fn writes_waiting_together_fail_only_with_their_own_group(backend: Backend
     }
     let mut answered_issued = 0;
     for (_, reply) in &issued {
-        if backend == Backend::Postgres || reply.status != 500 {
+        if reply.status != 500 {
             assert_eq!(reply.status, 200, "{}", reply.body);
             answered_issued += 1;
         }
