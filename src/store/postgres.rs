@@ -390,11 +390,8 @@ impl PgStore {
         let outcome = match (creates.is_empty(), issues.is_empty(), marks.is_empty()) {
             (true, false, true) => self.issue_at_once(&issues).await,
             (false, true, true) => self.create_at_once(&creates).await,
-            (false, false, true) => self.create_issue_at_once(ops, &creates, &issues).await,
             (true, true, false) if marked_once => self.mark_at_once(&marks).await,
-            (_, _, false) if marked_once => {
-                self.write_at_once(ops, &creates, &issues, &marks).await
-            }
+            _ if marked_once => self.write_at_once(ops, &creates, &issues, &marks).await,
             _ => return Ok(None),
         };
         match outcome {
@@ -441,34 +438,6 @@ impl PgStore {
         ])
     }
 
-    /// `ops` holds `creates` and `issues` and nothing else.
-    async fn create_issue_at_once(
-        &self,
-        ops: &[BatchOp],
-        creates: &[&CreateIdentity],
-        issues: &[&TokenIssue],
-    ) -> Result<Vec<BatchOutcome>, sqlx::Error> {
-        let events: Vec<&AuditEvent> = creates
-            .iter()
-            .flat_map(|c| &c.events)
-            .chain(issues.iter().map(|i| &i.event))
-            .collect();
-        let records: Vec<&TokenRecord> = issues.iter().map(|i| &i.record).collect();
-        let query = bind_unlinked(sqlx::query(self.replanned(CREATE_ISSUE_AT_ONCE)), &events);
-        bind_tokens(Self::bind_creates(query, creates), &records)
-            .execute(&self.batch_pool)
-            .await?;
-        self.identities_written
-            .fetch_add(creates.len() as u64, Ordering::Relaxed);
-        Ok(ops
-            .iter()
-            .map(|op| match op {
-                BatchOp::IssueToken(_) => BatchOutcome::Issued(true),
-                _ => BatchOutcome::Created(InsertIdentityOutcome::Inserted),
-            })
-            .collect())
-    }
-
     /// `query` with `creates` bound as `create_at_once_ctes!` reads them: the identities, each
     /// with its token's time as `last_token_issued_at` (nothing else can have issued for an
     /// identity not yet committed), then the token records.
@@ -494,7 +463,9 @@ impl PgStore {
             .collect())
     }
 
-    /// `ops` holds `creates`, `issues` and `marks` and nothing else.
+    /// `ops` holds `creates`, `issues` and `marks` and nothing else: `WRITE_AT_ONCE`, or
+    /// `CREATE_ISSUE_AT_ONCE` when nothing is marked (its statement leaves the change log
+    /// alone).
     async fn write_at_once(
         &self,
         ops: &[BatchOp],
@@ -509,12 +480,19 @@ impl PgStore {
             .chain(marks.iter().map(|m| &m.event))
             .collect();
         let records: Vec<&TokenRecord> = issues.iter().map(|i| &i.record).collect();
-        let query = bind_unlinked(sqlx::query(self.replanned(WRITE_AT_ONCE)), &events);
-        let query = bind_marks(
-            bind_tokens(Self::bind_creates(query, creates), &records),
-            marks,
-        );
-        let watermarks = fetch_watermarks(query, &self.batch_pool).await?;
+        let sql = if marks.is_empty() {
+            CREATE_ISSUE_AT_ONCE
+        } else {
+            WRITE_AT_ONCE
+        };
+        let query = bind_unlinked(sqlx::query(self.replanned(sql)), &events);
+        let query = bind_tokens(Self::bind_creates(query, creates), &records);
+        let watermarks = if marks.is_empty() {
+            query.execute(&self.batch_pool).await?;
+            HashMap::new()
+        } else {
+            fetch_watermarks(bind_marks(query, marks), &self.batch_pool).await?
+        };
         self.identities_written
             .fetch_add(creates.len() as u64, Ordering::Relaxed);
         Ok(ops

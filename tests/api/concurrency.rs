@@ -329,9 +329,8 @@ async fn concurrent_creates_with_one_external_id_make_one_identity(backend: Back
 /// On PostgreSQL a batch of live identities only is also the whole transaction in that one
 /// statement (`MARK_AT_ONCE`), and one with an identity not live goes the general way.
 async fn marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time(backend: Backend) {
-    use callsign::domain::audit::Operation;
     use callsign::domain::{IdentityId, Timestamp};
-    use callsign::store::{BatchOp, BatchOutcome, MarkIdentity};
+    use callsign::store::BatchOutcome;
 
     let server = TestServer::spawn(backend).await;
     let revoked = server.default.new_identity().await;
@@ -341,19 +340,6 @@ async fn marks_in_one_batch_have_the_outcomes_they_would_have_one_at_a_time(back
     let live_revoked = server.default.new_identity().await;
     let unknown = IdentityId::generate(IdentityId::parse(&revoked).expect("id").tenant());
     let (repo, _) = server.open_store().await;
-    let mark = |id: &str, at: i64, delete: bool| {
-        let operation = if delete {
-            Operation::IdentityDelete
-        } else {
-            Operation::TokenRevoke
-        };
-        BatchOp::MarkIdentity(MarkIdentity {
-            id: IdentityId::parse(id).expect("id"),
-            at: Timestamp::from_millis(at),
-            delete,
-            event: crate::helpers::cli_event(id, operation),
-        })
-    };
     let watermark = |outcome: &BatchOutcome| match outcome {
         BatchOutcome::Marked(Some(mark)) => {
             Some((mark.tokens_revoked_before.millis(), mark.deleted))
@@ -506,8 +492,8 @@ async fn writes_of_every_kind_in_one_batch_have_the_outcomes_they_would_have_one
     use callsign::domain::audit::Operation;
     use callsign::domain::{IdentityId, TenantId, Timestamp};
     use callsign::store::{
-        BatchOp, BatchOutcome, CreateIdentity, InsertIdentityOutcome, MarkIdentity, NewIdentity,
-        RevocationMark, TokenIssue, TokenRecord,
+        BatchOp, BatchOutcome, CreateIdentity, InsertIdentityOutcome, NewIdentity, RevocationMark,
+        TokenIssue, TokenRecord,
     };
 
     let server = TestServer::spawn(backend).await;
@@ -552,19 +538,6 @@ async fn writes_of_every_kind_in_one_batch_have_the_outcomes_they_would_have_one
             },
             token: token_at.map(|at| record(id, at)),
             events,
-        })
-    };
-    let mark = |id: &str, at: i64, delete: bool| {
-        let operation = if delete {
-            Operation::IdentityDelete
-        } else {
-            Operation::TokenRevoke
-        };
-        BatchOp::MarkIdentity(MarkIdentity {
-            id: IdentityId::parse(id).expect("id"),
-            at: Timestamp::from_millis(at),
-            delete,
-            event: crate::helpers::cli_event(id, operation),
         })
     };
     let marked = |id: &str, at: i64, deleted: bool| {
@@ -751,4 +724,20 @@ async fn the_change_log_keeps_the_newest_entries_as_batches_push_out_the_oldest(
         oldest[0].seq, 1501,
         "the oldest entry kept follows the 1,500 pushed out"
     );
+}
+
+/// A revocation (or, with `delete`, a deletion) of `id` at `at` as the group commit gets it.
+fn mark(id: &str, at: i64, delete: bool) -> callsign::store::BatchOp {
+    use callsign::domain::audit::Operation;
+    let operation = if delete {
+        Operation::IdentityDelete
+    } else {
+        Operation::TokenRevoke
+    };
+    callsign::store::BatchOp::MarkIdentity(callsign::store::MarkIdentity {
+        id: callsign::domain::IdentityId::parse(id).expect("id"),
+        at: callsign::domain::Timestamp::from_millis(at),
+        delete,
+        event: crate::helpers::cli_event(id, operation),
+    })
 }
