@@ -44,8 +44,6 @@ fn multi_row_insert(head: &str, columns: usize, rows: usize) -> String {
 
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// The one connection of the write transactions (`begin_write`): see `open`.
-    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -63,28 +61,16 @@ impl SqliteStore {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        let pool_options = |connections| {
-            SqlitePoolOptions::new()
-                .max_connections(connections)
-                // sqlx already pings a connection when it comes back to the pool (and drops it
-                // if broken); pinging again on the way out would add a round trip to every query.
-                .test_before_acquire(false)
-        };
-        let opening = || format!("opening the SQLite database {url:?}");
-        let pool = pool_options(8)
-            .connect_with(options.clone())
-            .await
-            .with_context(opening)?;
-        migrate::run_sqlite(&pool).await?;
-        // SQLite has one writer at a time anyway. Writing always through the same connection
-        // keeps its page cache: a connection drops its whole cache when it finds that another
-        // one has committed since its last transaction, so a writer that took whichever pooled
-        // connection was free read every page of its batch back first.
-        let writer = pool_options(1)
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            // sqlx already pings a connection when it comes back to the pool (and drops it if
+            // broken); pinging again on the way out would add a round trip to every query.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
-            .with_context(opening)?;
-        Ok(Self { pool, writer })
+            .with_context(|| format!("opening the SQLite database {url:?}"))?;
+        migrate::run_sqlite(&pool).await?;
+        Ok(Self { pool })
     }
 }
 
@@ -130,7 +116,7 @@ impl SqliteStore {
     /// `BEGIN IMMEDIATE` takes the write lock at once, so a transaction that reads before it
     /// writes waits on the busy timeout instead of failing on a lock upgrade.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await
+        self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
     /// The write transaction holds the whole database already.
